@@ -1,0 +1,70 @@
+"""One exception root for the whole pipeline; each error carries the exit code the CLI returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PayoutError(Exception):
+    """Base of every error the CLI turns into a message and an exit code (never a traceback)."""
+
+    exit_code = 2
+
+
+class UsageError(PayoutError, ValueError):
+    """Bad command line or configuration."""
+
+
+class SheetError(PayoutError, ValueError):
+    """A sheet cannot be read at all (missing file, unknown format, required column absent)."""
+
+
+class LedgerLocked(PayoutError, BlockingIOError):
+    """Another run holds the ledger's writer lock."""
+
+    exit_code = 4
+
+
+class ApiError(PayoutError):
+    """Anything the Toloka API (or the network in front of it) said or failed to say."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        payload: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.payload = payload
+        self.request_id = request_id
+
+
+class ApiTransientError(ApiError, ConnectionError):
+    """Outcome unknown or temporarily refused (connection error, timeout, 5xx, 429): safe to ask again."""
+
+
+class QuotaExhausted(ApiTransientError):
+    """The daily (or hourly) request quota is spent: stop cleanly and re-run after `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ApiRejectedError(ApiError):
+    """The server answered with a definite refusal (4xx other than 429)."""
+
+
+class AuthRefused(ApiRejectedError, PermissionError):
+    """401/403: the token is missing, wrong, or lacks access."""
+
+
+class ApiUnreachable(ApiTransientError):
+    """Retries exhausted without any answer from the server."""
