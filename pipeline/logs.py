@@ -1,0 +1,83 @@
+"""One place decides how logs look (console on a TTY, JSON lines for schedulers) and scrubs secrets so the OAuth token never reaches a log."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+REDACTED = "***"
+_secrets: set[str] = set()
+_secrets_lock = threading.Lock()
+_PLAIN = (int, float, bool, type(None))
+
+
+def set_secret(secret: str | None) -> None:
+    """Register a string (e.g. the OAuth token) to be replaced by *** in every later log event; empty is ignored."""
+    if secret:
+        with _secrets_lock:
+            _secrets.add(secret)
+
+
+def configure_logging(*, json: bool | None = None, level: str = "info", stream: TextIO = sys.stderr) -> None:
+    """Route structlog to `stream`: console lines if json is None and stream is a TTY, else JSON lines; ValueError on an unknown level."""
+    numeric = logging.getLevelName(level.upper())
+    if not isinstance(numeric, int):
+        raise ValueError(f"unknown log level {level!r}")
+    if json is None:
+        json = not _isatty(stream)
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            # Tracebacks become text before redaction, so a token inside an exception message is scrubbed too.
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        cache_logger_on_first_use=False,
+    )
+
+
+def redact_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
+    """Processor: replace every registered secret in keys and values, recursing into dicts, lists and tuples."""
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)
+    if not secrets:
+        return event_dict
+    return {_scrub(k, secrets): _scrub(v, secrets) for k, v in event_dict.items()}
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v, secrets) for v in value]
+    # Any other object (an exception, a request) is rendered via repr/str later; scrub that text now if it leaks.
+    text = repr(value)
+    shown = str(value) if isinstance(value, BaseException) else text
+    if any(s in text or s in shown for s in secrets):
+        return _scrub(f"{type(value).__name__}: {shown}" if isinstance(value, BaseException) else text, secrets)
+    return value
+
+
+def _isatty(stream: TextIO) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
