@@ -1,0 +1,292 @@
+"""Read finance sheets (CSV, Parquet, XLSX) into the canonical sheet frame of contracts.md.
+
+Every cell is kept as text: "001" stays "001", "NA" stays "NA", an amount stays "1.50". Empty cells
+become None. Each row keeps where it came from (`source_file`, `source_row`), so every later message
+can point a finance person at the exact line of their sheet.
+
+`source_row` is the record number as a spreadsheet shows it: the header is row 1, the first data record
+row 2. A quoted CSV cell spanning several lines still counts as one record, and blank lines are not
+counted (spreadsheet programs drop them on import too). Rows whose cells are all empty (trailing
+",,,," lines of an Excel export) are dropped, without renumbering the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import structlog
+
+from pipeline.errors import SheetError
+
+log = structlog.get_logger(__name__)
+
+REQUIRED_COLUMNS = ("user_id", "amount")
+OPTIONAL_COLUMNS = (
+    "assignment_id",
+    "private_comment",
+    "public_title",
+    "public_message",
+    "without_message",
+    "bonus_key",
+)
+TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+FRAME_COLUMNS = ("source_file", "source_row") + TEXT_COLUMNS
+LOCALISED_COLUMNS = ("public_title", "public_message")
+
+_LANG_COLUMN = re.compile(r"^(public_title|public_message)_([a-z0-9]+)$")
+_SEPARATORS = re.compile(r"[\s\-]+")
+_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx"}
+
+
+def normalise_header(name: object) -> str:
+    """"  User ID " -> "user_id", "Public-Title EN" -> "public_title_en"."""
+    return _SEPARATORS.sub("_", str(name).strip().lower()).strip("_")
+
+
+def read_sheets(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """All rows of all sheets, in the order given, as the canonical frame.
+
+    Raises SheetError (one line, naming the file) when a sheet cannot be read at all: missing, empty,
+    unparseable, unknown extension, or a required column absent. Bad *values* are not errors here;
+    validation reports those per row.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    frames = [read_sheet(p) for p in paths]
+    if not frames:
+        return _empty_frame()
+    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    return out
+
+
+def read_sheet(path: str | Path) -> pd.DataFrame:
+    """One sheet as the canonical frame; see `read_sheets`."""
+    name = str(path)
+    p = Path(path)
+    kind = _SUFFIXES.get(p.suffix.lower())
+    if kind is None:
+        raise SheetError(f"{name}: unknown sheet format {p.suffix!r} (use .csv, .parquet or .xlsx)")
+    if not p.exists():
+        raise SheetError(f"{name}: file not found")
+    if not p.is_file():
+        raise SheetError(f"{name}: not a file")
+    if p.stat().st_size == 0:
+        raise SheetError(f"{name}: file is empty")
+    try:
+        if kind == "csv":
+            table = _read_csv(p)
+        elif kind == "parquet":
+            table = _read_parquet(p)
+        else:
+            table = _read_xlsx(p)
+    except SheetError:
+        raise
+    except Exception as exc:  # any reader failure is "this file cannot be read", never a traceback
+        raise SheetError(f"{name}: cannot read {kind.upper()} sheet: {_one_line(exc)}") from exc
+    return _canonical(table, name)
+
+
+# --- readers: each returns a pyarrow Table whose columns are all strings (nulls allowed) ----------
+
+
+def _read_csv(p: Path) -> pa.Table:
+    # The header is read with the csv module so that every column can be typed as string up front
+    # (pyarrow would otherwise infer numbers and turn "001" into 1).
+    with open(p, encoding="utf-8-sig", newline="") as fh:
+        try:
+            header = next(csv.reader(fh))
+        except StopIteration:
+            raise SheetError(f"{p}: file is empty") from None
+    if not any(h.strip() for h in header):
+        raise SheetError(f"{p}: the first line is not a header")
+    names = [h if h.strip() else f"__unnamed_{i}" for i, h in enumerate(header)]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise SheetError(f"{p}: repeated column name(s) {', '.join(map(repr, dup))}")
+    return pacsv.read_csv(
+        p,
+        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+def _read_parquet(p: Path) -> pa.Table:
+    table = pq.read_table(p)
+    cols = [_arrow_to_text(table.column(i)) for i in range(table.num_columns)]
+    return pa.table(cols, names=[str(n) for n in table.column_names])
+
+
+def _read_xlsx(p: Path) -> pa.Table:
+    df = pd.read_excel(p, sheet_name=0, dtype=object, header=0, engine="openpyxl")
+    cols = {}
+    for i, col in enumerate(df.columns):
+        values = [_excel_cell_text(v) for v in df.iloc[:, i].tolist()]
+        cols[str(col)] = pa.array(values, type=pa.string())
+    if not cols:
+        raise SheetError(f"{p}: the first sheet has no header row")
+    return pa.table(cols)
+
+
+def _excel_cell_text(v: object) -> str | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v) if not v.is_integer() else str(int(v))
+    return str(v)
+
+
+def _arrow_to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Exact text of a Parquet column: decimals via Decimal, floats via repr (shortest round-trip)."""
+    t = col.type
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return col.cast(pa.string())
+    if pa.types.is_dictionary(t):
+        return _arrow_to_text(col.cast(t.value_type))
+    if pa.types.is_integer(t) or pa.types.is_boolean(t):
+        return pc.cast(col, pa.string())
+    if pa.types.is_decimal(t):
+        return pa.chunked_array(
+            [pa.array([None if d is None else _decimal_text(d) for d in col.to_pylist()], pa.string())]
+        )
+    if pa.types.is_floating(t):
+        return pa.chunked_array(
+            [pa.array([None if f is None or f != f else repr(float(f)) for f in col.to_pylist()], pa.string())]
+        )
+    return pc.cast(col, pa.string())
+
+
+def _decimal_text(d: Decimal) -> str:
+    return format(d, "f")
+
+
+# --- canonical frame ------------------------------------------------------------------------------
+
+
+def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
+    raw_names = list(table.column_names)
+    norm = [normalise_header(n) for n in raw_names]
+    seen: dict[str, str] = {}
+    for raw, n in zip(raw_names, norm):
+        if n in seen and not n.startswith("__unnamed"):
+            raise SheetError(f"{name}: columns {seen[n]!r} and {raw!r} mean the same thing")
+        seen[n] = raw
+    columns = {n: table.column(i) for i, n in enumerate(norm)}
+
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise SheetError(
+            f"{name}: required column(s) {', '.join(missing)} missing (found: {', '.join(map(str, raw_names))})"
+        )
+
+    localised: dict[str, dict[str, pa.ChunkedArray]] = {c: {} for c in LOCALISED_COLUMNS}
+    unknown = []
+    for n, col in columns.items():
+        m = _LANG_COLUMN.match(n)
+        if m:
+            localised[m.group(1)][m.group(2).upper()] = col
+        elif n not in TEXT_COLUMNS and not (n.startswith("__unnamed") and _all_empty(col)):
+            unknown.append(seen[n])
+    if unknown:
+        log.warning("sheet_unknown_columns_ignored", sheet=name, columns=unknown)
+
+    n_rows = table.num_rows
+    cleaned: dict[str, np.ndarray] = {}
+    for c in TEXT_COLUMNS:
+        if c in LOCALISED_COLUMNS and localised[c]:
+            if c in columns:
+                raise SheetError(
+                    f"{name}: both a {c!r} column and per-language {c}_xx columns; keep one of the two"
+                )
+            cleaned[c] = _assemble_languages(localised[c], n_rows)
+        elif c in columns:
+            cleaned[c] = _clean_text(columns[c])
+        else:
+            cleaned[c] = np.full(n_rows, None, dtype=object)
+
+    rows = np.arange(2, n_rows + 2, dtype=np.int64)
+    keep = np.zeros(n_rows, dtype=bool)
+    for arr in cleaned.values():
+        keep |= arr != None  # noqa: E711 - elementwise comparison on an object array
+    # explicit object Series: pandas 3 would otherwise infer its own string dtype (NaN, not None)
+    frame = pd.DataFrame(
+        {"source_file": pd.Series(np.full(n_rows, name, dtype=object), dtype=object), "source_row": rows}
+        | {c: pd.Series(cleaned[c], dtype=object, copy=False) for c in TEXT_COLUMNS}
+    )
+    if not keep.all():
+        dropped = int((~keep).sum())
+        log.info("sheet_empty_rows_dropped", sheet=name, rows=dropped)
+        frame = frame.loc[keep].reset_index(drop=True)
+    return frame
+
+
+def _trimmed(col: pa.ChunkedArray) -> pa.ChunkedArray:
+    col = pc.utf8_trim_whitespace(col)
+    return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+
+
+def _clean_text(col: pa.ChunkedArray) -> np.ndarray:
+    """Object array of str/None. Sheets repeat values (amounts, titles), so each distinct text becomes
+    one Python string shared by its rows: far less allocation than one string per cell."""
+    col = _trimmed(col)
+    if len(col) == 0:
+        return np.empty(0, dtype=object)
+    encoded = pc.dictionary_encode(col).combine_chunks()
+    if len(encoded.dictionary) > len(col) // 2:  # mostly distinct (ids): plain conversion is cheaper
+        return col.to_numpy(zero_copy_only=False).astype(object, copy=False)
+    uniques = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), None)
+    return uniques[encoded.indices.fill_null(len(uniques) - 1).to_numpy()]
+
+
+def _all_empty(col: pa.ChunkedArray) -> bool:
+    return _trimmed(col).null_count == len(col)
+
+
+def _assemble_languages(langs: dict[str, pa.ChunkedArray], n_rows: int) -> np.ndarray:
+    """Per-language columns -> one JSON object text per row ({"EN": ..., "RU": ...}); None if all empty.
+
+    Built once per distinct combination of texts, not once per row: sheets repeat the same title.
+    """
+    codes = sorted(langs)
+    arrays = [_trimmed(langs[c]) for c in codes]
+    # \x00 cannot appear in a sheet cell, so it separates texts unambiguously; \x01 marks "empty".
+    joined = pc.binary_join_element_wise(
+        *[pc.fill_null(a, "\x01") for a in arrays], "\x00"
+    )
+    uniq = pc.unique(joined)
+    idx = pc.index_in(joined, uniq).to_numpy(zero_copy_only=False)
+    texts = []
+    for combo in uniq.to_pylist():
+        obj = {c: v for c, v in zip(codes, combo.split("\x00")) if v != "\x01"}
+        texts.append(
+            json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if obj else None
+        )
+    return np.array(texts, dtype=object)[idx] if n_rows else np.empty(0, dtype=object)
+
+
+def _empty_frame() -> pd.DataFrame:
+    frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in FRAME_COLUMNS})
+    frame["source_row"] = frame["source_row"].astype(np.int64)
+    return frame
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
