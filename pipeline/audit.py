@@ -1,0 +1,124 @@
+"""`payout audit`: reconcile the ledger against the server's own list of bonuses, independently of any run.
+
+A ledger row is tied to its server bonus by the bonus id the operation log gave us (never by content, so
+nothing needs to be written into finance's `private_comment`). The other direction — bonuses on the
+server that the ledger does not know — is checked over the batch's users and the operations' time window.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from pipeline import report
+from pipeline.config import Settings
+from pipeline.errors import UsageError
+from pipeline.ledger import Ledger
+from pipeline.money import format_cents
+from pipeline.run import Target, make_client, new_run_id
+from pipeline.toloka import TolokaClient
+
+KINDS = ("matched", "missing", "mismatched", "unexpected")
+WINDOW_SLACK = timedelta(minutes=5)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", dest="run_id", help="audit the batch of this run (default: the whole ledger)")
+
+
+def json_cents(amount: Any) -> int:
+    """Exact cents of an amount as JSON gave it (orjson's float repr is the decimal text the server sent)."""
+    return int((Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount))) * 100)
+
+
+def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.DataFrame) -> pd.DataFrame:
+    """Pure comparison. `ledger_rows`: paid rows (row_key, source_file, source_row, user_id, amount_cents,
+    bonus_id); `server`: bonuses (bonus_id, user_id, amount_cents, created) seen on the server."""
+    by_id = server.set_index("bonus_id")
+    out: list[dict[str, Any]] = []
+    for r in ledger_rows.itertuples(index=False):
+        base = {"row_key": r.row_key, "source_file": r.source_file, "source_row": r.source_row,
+                "user_id": r.user_id, "ledger_amount_cents": r.amount_cents, "bonus_id": r.bonus_id}
+        if r.bonus_id not in by_id.index:
+            out.append({**base, "kind": "missing", "server_amount_cents": None,
+                        "detail": "ledger says paid, server has no such bonus"})
+            continue
+        s = by_id.loc[r.bonus_id]
+        same = s["user_id"] == r.user_id and int(s["amount_cents"]) == int(r.amount_cents)
+        detail = None if same else (f"server has user {s['user_id']} amount {format_cents(int(s['amount_cents']))}")
+        out.append({**base, "kind": "matched" if same else "mismatched",
+                    "server_amount_cents": int(s["amount_cents"]), "detail": detail})
+    users = set(ledger_rows["user_id"])
+    strays = server[~server["bonus_id"].isin(known_bonus_ids) & server["user_id"].isin(users)]
+    for s in strays.itertuples(index=False):
+        out.append({"row_key": None, "source_file": None, "source_row": None, "user_id": s.user_id,
+                    "ledger_amount_cents": None, "bonus_id": s.bonus_id, "kind": "unexpected",
+                    "server_amount_cents": int(s.amount_cents),
+                    "detail": f"bonus created {s.created} is not in the ledger"})
+    cols = ["kind", "row_key", "source_file", "source_row", "user_id", "ledger_amount_cents",
+            "server_amount_cents", "bonus_id", "detail"]
+    return pd.DataFrame(out, columns=cols)
+
+
+def fetch_server_bonuses(client: TolokaClient, ledger_rows: pd.DataFrame, window: tuple[str, str] | None
+                         ) -> pd.DataFrame:
+    """The server's bonuses in the time window, plus any ledger bonus outside it looked up by id."""
+    seen: dict[str, dict[str, Any]] = {}
+    if window is not None:
+        for b in client.iter_user_bonuses(created_gte=window[0], created_lte=window[1]):
+            seen[str(b["id"])] = b
+    for bonus_id in set(ledger_rows["bonus_id"].dropna()) - seen.keys():
+        b = client.get_user_bonus(bonus_id)
+        if b is not None:
+            seen[str(b["id"])] = b
+    return pd.DataFrame(
+        [(k, b["user_id"], json_cents(b["amount"]), b.get("created")) for k, b in seen.items()],
+        columns=["bonus_id", "user_id", "amount_cents", "created"])
+
+
+def _window(operations: pd.DataFrame) -> tuple[str, str] | None:
+    stamps = pd.concat([operations["submitted"], operations["finished"]]).dropna()
+    if stamps.empty:
+        return None
+    times = [datetime.fromisoformat(str(t).rstrip("Z")) for t in stamps]
+    fmt = "%Y-%m-%dT%H:%M:%S"
+    return (min(times) - WINDOW_SLACK).strftime(fmt), (max(times) + WINDOW_SLACK).strftime(fmt)
+
+
+def run_audit(settings: Settings, target: Target, args: argparse.Namespace) -> int:
+    audit_id = new_run_id()
+    with Ledger(settings.ledger_path, lock=False) as ledger:
+        batch_id = None
+        if args.run_id:
+            info = ledger.run_info(args.run_id)
+            if info is None:
+                raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
+            batch_id = info["batch_id"]
+        rows = ledger.rows_frame(batch_id=batch_id, statuses=("paid",))
+        known = set(ledger.rows_frame(statuses=("paid",))["bonus_id"].dropna())
+        ops = ledger.operations_frame()
+        if batch_id:
+            ops = ops[ops["batch_id"] == batch_id]
+    with make_client(target, settings) as client:
+        server = fetch_server_bonuses(client, rows, _window(ops))
+    result = reconcile(rows, known, server)
+    counts = {k: int((result["kind"] == k).sum()) for k in KINDS}
+    out_dir = Path(settings.out_dir) / (args.run_id or audit_id)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "audit.parquet"
+    report.write_table_atomic(pa.Table.from_pandas(result.astype({"source_row": "Int64",
+                                                                    "ledger_amount_cents": "Int64",
+                                                                    "server_amount_cents": "Int64"}),
+                                                   preserve_index=False), path)
+    scope = f"batch {batch_id}" if batch_id else "whole ledger"
+    print(f"Audit of {scope} against {target.api_url}")
+    for k in KINDS:
+        print(f"  {k:<11} {counts[k]:>9,}")
+    print(f"Details: {path}")
+    return 0 if counts["missing"] == counts["mismatched"] == counts["unexpected"] == 0 else 1

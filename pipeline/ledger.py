@@ -1,0 +1,319 @@
+"""The SQLite journal that makes payouts exactly-once: a row's status in the ledger *is* its state.
+
+Every transition is one function and one transaction. Intent (rows + operation id) is committed before
+any request is sent; the file is in WAL mode with synchronous=FULL, so what a commit says survives a
+kill -9 or a power cut. One writer at a time: an exclusive `flock` on `<ledger>.lock`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+
+from pipeline.errors import LedgerLocked
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id      TEXT PRIMARY KEY,   -- sortable by time
+    batch_id    TEXT,
+    kind        TEXT NOT NULL,      -- run | retry
+    started     TEXT NOT NULL,
+    finished    TEXT,
+    outcome     TEXT,               -- exit summary, e.g. "paid 120, failed 2"
+    meta        TEXT
+);
+CREATE TABLE IF NOT EXISTS rows (
+    row_key      TEXT PRIMARY KEY,
+    batch_id     TEXT NOT NULL,
+    run_id       TEXT NOT NULL,     -- last run that planned it
+    source_file  TEXT,
+    source_row   INTEGER,
+    user_id      TEXT NOT NULL,
+    amount_cents INTEGER NOT NULL,
+    item         BLOB NOT NULL,     -- the exact JSON object sent for this row (without __item_idx)
+    status       TEXT NOT NULL,     -- planned | submitted | paid | failed | unknown
+    attempt      INTEGER NOT NULL,
+    operation_id TEXT,
+    bonus_id     TEXT,
+    errors       TEXT,              -- JSON list of {column, code, message}
+    retryable    INTEGER NOT NULL DEFAULT 0,
+    paid_run_id  TEXT,
+    updated      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rows_by_op ON rows(operation_id);
+CREATE INDEX IF NOT EXISTS rows_by_batch_status ON rows(batch_id, status);
+CREATE TABLE IF NOT EXISTS operations (
+    operation_id TEXT PRIMARY KEY,
+    batch_id     TEXT NOT NULL,
+    run_id       TEXT NOT NULL,
+    chunk_no     INTEGER,
+    attempt      INTEGER NOT NULL,
+    item_count   INTEGER NOT NULL,
+    state        TEXT NOT NULL,     -- planned | submitted | done | rejected
+    status       TEXT,              -- Toloka's: PENDING | RUNNING | SUCCESS | FAIL
+    submitted    TEXT,
+    started      TEXT,
+    finished     TEXT,
+    progress     INTEGER,
+    details      TEXT,
+    updated      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ops_open ON operations(state);
+"""
+
+IN_FLIGHT_ROW_STATES = ("planned", "submitted")
+OPEN_OP_STATES = ("planned", "submitted")
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One planned or submitted bulk submission, as the ledger knows it."""
+
+    operation_id: str
+    batch_id: str
+    run_id: str
+    chunk_no: int
+    attempt: int
+    item_count: int
+    state: str
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """What the operation log says about one row."""
+
+    row_key: str
+    status: str  # paid | failed | unknown
+    bonus_id: str | None = None
+    errors: list[dict[str, str]] | None = None
+    retryable: bool = False
+
+
+class Ledger:
+    """Open with `with Ledger(path) as ledger:`; raises `LedgerLocked` if another process holds it.
+
+    `lock=False` is for readers that never write intent (dry runs, reports, audits).
+    """
+
+    def __init__(self, path: str | Path, *, lock: bool = True) -> None:
+        self.path = Path(path)
+        self.lock = lock
+        self._lock_fd: int | None = None
+        self._db: sqlite3.Connection | None = None
+        self._mutex = threading.Lock()
+
+    def __enter__(self) -> Ledger:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.lock:
+            self._acquire_lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=10000")
+        self._db.executescript(SCHEMA)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _acquire_lock(self) -> None:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LedgerLocked(
+                f"ledger {self.path} is in use by another payout run; wait for it to finish "
+                "(nothing was sent by this one)"
+            ) from None
+        self._lock_fd = fd
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        assert self._db is not None, "Ledger used outside its `with` block"
+        return self._db
+
+    def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
+        """Run (sql, params, many) statements in one IMMEDIATE transaction."""
+        with self._mutex:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params, many in statements:
+                    (self.db.executemany if many else self.db.execute)(sql, params)
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._mutex:
+            return self.db.execute(sql, params).fetchall()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, run_id: str, batch_id: str | None, kind: str, meta: dict[str, Any]) -> None:
+        self._tx([("INSERT INTO runs(run_id, batch_id, kind, started, meta) VALUES (?,?,?,?,?)",
+                   (run_id, batch_id, kind, utcnow(), orjson.dumps(meta).decode()), False)])
+
+    def finish_run(self, run_id: str, outcome: str) -> None:
+        self._tx([("UPDATE runs SET finished=?, outcome=? WHERE run_id=?", (utcnow(), outcome, run_id), False)])
+
+    def latest_run(self, kind: str | None = None) -> dict[str, Any] | None:
+        sql = "SELECT run_id, batch_id, kind, started, finished, outcome FROM runs"
+        sql += " WHERE kind=?" if kind else ""
+        rows = self._query(sql + " ORDER BY run_id DESC LIMIT 1", (kind,) if kind else ())
+        keys = ("run_id", "batch_id", "kind", "started", "finished", "outcome")
+        return dict(zip(keys, rows[0])) if rows else None
+
+    def run_info(self, run_id: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT run_id, batch_id, kind, started, finished, outcome FROM runs WHERE run_id=?",
+                           (run_id,))
+        keys = ("run_id", "batch_id", "kind", "started", "finished", "outcome")
+        return dict(zip(keys, rows[0])) if rows else None
+
+    # -- rows ---------------------------------------------------------------------------------
+
+    def known_rows(self, row_keys: Sequence[str]) -> pd.DataFrame:
+        """Ledger state of these keys: row_key, status, attempt, operation_id, bonus_id, paid_run_id."""
+        cols = ["row_key", "status", "attempt", "operation_id", "bonus_id", "paid_run_id", "errors", "retryable"]
+        with self._mutex:
+            self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted(k TEXT PRIMARY KEY)")
+            self.db.execute("DELETE FROM wanted")
+            self.db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((k,) for k in row_keys))
+            got = self.db.execute(
+                f"SELECT {', '.join('r.' + c for c in cols)} FROM rows r JOIN wanted w ON r.row_key = w.k"
+            ).fetchall()
+            self.db.execute("DELETE FROM wanted")
+        return pd.DataFrame(got, columns=cols)
+
+    def record_intent(self, run_id: str, batch_id: str, planned: pd.DataFrame, items: Sequence[bytes]) -> None:
+        """Commit planned rows and their operations BEFORE anything is sent.
+
+        `planned` has row_key, source_file, source_row, user_id, amount_cents, chunk_no, operation_id,
+        attempt; `items` holds each row's JSON object, in the same order.
+        """
+        if planned.empty:
+            return
+        now = utcnow()
+        row_params = zip(
+            planned["row_key"], [batch_id] * len(planned), [run_id] * len(planned),
+            planned["source_file"], planned["source_row"].astype(int).tolist(), planned["user_id"],
+            planned["amount_cents"].astype(int).tolist(), items, ["planned"] * len(planned),
+            planned["attempt"].astype(int).tolist(), planned["operation_id"], [now] * len(planned),
+        )
+        ops = planned.groupby("operation_id", sort=False).agg(
+            chunk_no=("chunk_no", "first"), attempt=("attempt", "first"), item_count=("row_key", "size"))
+        op_params = [(op_id, batch_id, run_id, int(r.chunk_no), int(r.attempt), int(r.item_count), "planned", now)
+                     for op_id, r in ops.iterrows()]
+        self._tx([
+            ("INSERT INTO rows(row_key, batch_id, run_id, source_file, source_row, user_id, amount_cents, item,"
+             " status, attempt, operation_id, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+             " ON CONFLICT(row_key) DO UPDATE SET run_id=excluded.run_id, source_file=excluded.source_file,"
+             " source_row=excluded.source_row, item=excluded.item, status='planned', attempt=excluded.attempt,"
+             " operation_id=excluded.operation_id, errors=NULL, retryable=0, updated=excluded.updated"
+             " WHERE rows.status IN ('failed')", row_params, True),
+            ("INSERT OR IGNORE INTO operations(operation_id, batch_id, run_id, chunk_no, attempt, item_count,"
+             " state, updated) VALUES (?,?,?,?,?,?,?,?)", op_params, True),
+        ])
+
+    def rows_of_operation(self, operation_id: str) -> list[tuple[str, bytes]]:
+        """(row_key, item JSON) of the rows this operation carries, in a stable order."""
+        return self._query("SELECT row_key, item FROM rows WHERE operation_id=? ORDER BY source_file, source_row,"
+                           " row_key", (operation_id,))
+
+    def paid_rows(self, batch_id: str | None = None) -> pd.DataFrame:
+        sql = "SELECT row_key, paid_run_id AS run_id, bonus_id FROM rows WHERE status='paid'"
+        rows = self._query(sql + (" AND batch_id=?" if batch_id else ""), (batch_id,) if batch_id else ())
+        return pd.DataFrame(rows, columns=["row_key", "run_id", "bonus_id"])
+
+    def rows_frame(self, *, batch_id: str | None = None, statuses: Sequence[str] | None = None,
+                   run_id: str | None = None) -> pd.DataFrame:
+        cols = ["row_key", "batch_id", "run_id", "source_file", "source_row", "user_id", "amount_cents", "status",
+                "attempt", "operation_id", "bonus_id", "errors", "retryable", "paid_run_id", "item"]
+        where, params = [], []
+        if batch_id:
+            where.append("batch_id=?"), params.append(batch_id)
+        if run_id:
+            where.append("run_id=?"), params.append(run_id)
+        if statuses:
+            where.append(f"status IN ({','.join('?' * len(statuses))})"), params.extend(statuses)
+        sql = f"SELECT {', '.join(cols)} FROM rows" + (" WHERE " + " AND ".join(where) if where else "")
+        return pd.DataFrame(self._query(sql + " ORDER BY source_file, source_row", params), columns=cols)
+
+    # -- operations ---------------------------------------------------------------------------
+
+    def open_operations(self, batch_id: str | None = None) -> list[Operation]:
+        """Operations whose outcome is not yet recorded: resumed before any new work starts."""
+        sql = ("SELECT operation_id, batch_id, run_id, chunk_no, attempt, item_count, state FROM operations"
+               " WHERE state IN ('planned', 'submitted')")
+        rows = self._query(sql + (" AND batch_id=?" if batch_id else "") + " ORDER BY run_id, chunk_no",
+                           (batch_id,) if batch_id else ())
+        return [Operation(*r) for r in rows]
+
+    def mark_submitted(self, operation_id: str, op: dict[str, Any]) -> None:
+        now = utcnow()
+        self._tx([
+            ("UPDATE operations SET state='submitted', status=?, submitted=?, started=?, finished=?, progress=?,"
+             " details=?, updated=? WHERE operation_id=? AND state IN ('planned','submitted')",
+             (*_op_fields(op), now, operation_id), False),
+            ("UPDATE rows SET status='submitted', updated=? WHERE operation_id=? AND status='planned'",
+             (now, operation_id), False),
+        ])
+
+    def record_outcome(self, operation_id: str, op: dict[str, Any] | None, results: Sequence[RowResult],
+                       run_id: str) -> None:
+        """Write the operation's final status and every row's result in one transaction."""
+        now = utcnow()
+        state = "done" if op is not None else "rejected"
+        op_fields = _op_fields(op) if op is not None else (None,) * 6
+        self._tx([
+            ("UPDATE operations SET state=?, status=COALESCE(?, status), submitted=COALESCE(?, submitted),"
+             " started=COALESCE(?, started), finished=COALESCE(?, finished), progress=COALESCE(?, progress),"
+             " details=COALESCE(?, details), updated=? WHERE operation_id=?",
+             (state, *op_fields, now, operation_id), False),
+            ("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, updated=?"
+             " WHERE row_key=? AND operation_id=? AND status IN ('planned','submitted')",
+             [(r.status, r.bonus_id, orjson.dumps(r.errors).decode() if r.errors else None, int(r.retryable),
+               run_id if r.status == "paid" else None, now, r.row_key, operation_id) for r in results], True),
+        ])
+
+    def operations_frame(self, *, run_id: str | None = None, operation_ids: Sequence[str] | None = None
+                         ) -> pd.DataFrame:
+        cols = ["operation_id", "batch_id", "run_id", "chunk_no", "attempt", "item_count", "state", "status",
+                "submitted", "started", "finished", "progress", "details"]
+        sql = f"SELECT {', '.join(cols)} FROM operations"
+        params: list[Any] = []
+        if operation_ids is not None:
+            if not operation_ids:
+                return pd.DataFrame(columns=cols)
+            sql += f" WHERE operation_id IN ({','.join('?' * len(operation_ids))})"
+            params = list(operation_ids)
+        elif run_id:
+            sql += " WHERE run_id=?"
+            params = [run_id]
+        return pd.DataFrame(self._query(sql + " ORDER BY run_id, chunk_no", params), columns=cols)
+
+
+def _op_fields(op: dict[str, Any]) -> tuple[Any, ...]:
+    return (op.get("status"), op.get("submitted"), op.get("started"), op.get("finished"), op.get("progress"),
+            orjson.dumps(op.get("details") or {}).decode())

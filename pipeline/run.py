@@ -1,0 +1,281 @@
+"""The one place that composes the stages: sheet -> checked -> unique -> to_pay -> ledger -> API -> report."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import structlog
+
+from pipeline import dedupe, ingest, keys, plan, report, validate, wire
+from pipeline.config import Settings
+from pipeline.errors import ApiUnreachable, AuthRefused, PayoutError, QuotaExhausted
+from pipeline.execute import Executor
+from pipeline.ledger import Ledger
+from pipeline.progress import Progress
+from pipeline.toloka import RetryPolicy, TolokaClient
+
+log = structlog.get_logger("payout.run")
+
+IN_FLIGHT = ("planned", "submitted")
+LEDGER_TO_REPORT = {"paid": "paid", "failed": "failed", "planned": "pending", "submitted": "pending",
+                    "unknown": "unknown"}
+NEEDS_ATTENTION = ("failed", "invalid", "duplicate", "pending", "unknown")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send: a base URL and its token (the embedded sandbox gets a throwaway one)."""
+
+    api_url: str
+    token: str
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    summary: dict[str, Any]
+    exit_code: int
+    stopped_by: PayoutError | None = None
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique enough for two runs in the same second."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def default_batch_id(sheets: Sequence[str | Path]) -> str:
+    return "+".join(Path(s).stem for s in sheets)
+
+
+def make_client(target: Target, settings: Settings) -> TolokaClient:
+    retry = RetryPolicy(max_retries=settings.max_retries, base_s=settings.backoff_base_s,
+                        max_s=settings.backoff_max_s)
+    return TolokaClient(target.api_url, target.token, timeout_s=settings.request_timeout_s, retry=retry,
+                        pool_size=settings.concurrency + 2)
+
+
+def rules_for(settings: Settings) -> validate.ValidationRules:
+    return validate.ValidationRules(min_cents=settings.min_amount_cents, max_cents=settings.max_amount_cents)
+
+
+def run_payout(
+    sheets: Sequence[str | Path],
+    settings: Settings,
+    target: Target | None,
+    *,
+    batch_id: str | None = None,
+    dry_run: bool = False,
+    run_id: str | None = None,
+) -> RunResult:
+    """Pay every valid, unique, not-yet-paid row of the sheets exactly once and write the report."""
+    run_id = run_id or new_run_id()
+    batch_id = batch_id or default_batch_id(sheets)
+    structlog.contextvars.bind_contextvars(run_id=run_id, batch_id=batch_id)
+    started = time.monotonic()
+    started_at = datetime.now(timezone.utc)
+
+    frame = ingest.read_sheets(sheets)
+    checked, errors = validate.validate_rows(frame, rules_for(settings))
+    keyed = keys.assign_row_keys(checked, batch_id)
+    unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
+    log.info("sheet_checked", rows=len(keyed), invalid=int((~keyed["is_valid"]).sum()),
+             duplicates=len(duplicates), stage="validate")
+
+    outcome = None
+    with Ledger(settings.ledger_path, lock=not dry_run) as ledger:
+        to_pay, already_paid = dedupe.split_already_paid(unique, ledger.paid_rows(batch_id))
+        known = ledger.known_rows(to_pay["row_key"].tolist())
+        planned = _plan_new_attempts(to_pay, known, batch_id, settings.chunk_size)
+        if not dry_run:
+            if target is None:
+                raise PayoutError("no API target given for a real run")
+            ledger.start_run(run_id, batch_id, "run", {"sheets": [str(s) for s in sheets], "env": settings.env})
+            # Intent first: rows and their operation ids are durable before any request leaves.
+            ledger.record_intent(run_id, batch_id, planned, wire.build_items(planned))
+            outcome = execute_open_operations(ledger, target, settings, run_id)
+        states = ledger.known_rows(to_pay["row_key"].tolist())
+        op_ids = sorted(set(states["operation_id"].dropna()) | set(planned["operation_id"]))
+        operations = ledger.operations_frame(operation_ids=op_ids)
+        rows = assemble_rows(run_id, keyed, errors, duplicates, already_paid, to_pay, states,
+                             planned if dry_run else None)
+        meta = _meta(run_id, batch_id, settings, target, dry_run, started_at, started, outcome)
+        run_dir = report.write_report(Path(settings.out_dir), run_id, rows, operations, meta)
+        summary = report.summarize(rows, meta)
+        code = exit_code(summary, outcome.stopped_by if outcome else None)
+        if not dry_run:
+            ledger.finish_run(run_id, f"exit {code}: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()
+                                                                  if v))
+    return RunResult(run_id, run_dir, summary, code, outcome.stopped_by if outcome else None)
+
+
+def execute_open_operations(ledger: Ledger, target: Target, settings: Settings, run_id: str):
+    """Finish old work first: every open operation in the ledger (resumed or new) is driven to an outcome."""
+    operations = ledger.open_operations()
+    total = sum(op.item_count for op in operations)
+    with make_client(target, settings) as client, Progress(total, "paying") as progress:
+        executor = Executor(ledger, client, run_id, concurrency=settings.concurrency,
+                            poll_initial_s=settings.poll_initial_s, poll_max_s=settings.poll_max_s,
+                            on_rows_done=progress.advance)
+        log.info("execute_start", operations=len(operations), rows=total, stage="execute")
+        outcome = executor.run(operations)
+        outcome.events.update({f"http_{k}": v for k, v in client.requests_made.items()})
+    log.info("execute_done", stage="execute", **outcome.events,
+             stopped_by=str(outcome.stopped_by) if outcome.stopped_by else None)
+    return outcome
+
+
+def _plan_new_attempts(to_pay: pd.DataFrame, known: pd.DataFrame, batch_id: str, chunk_size: int) -> pd.DataFrame:
+    """Plan rows the ledger has never seen (attempt 1) and rows whose last attempt failed (attempt + 1).
+
+    Rows in flight or of unknown outcome are not planned again: they are resumed or left for audit.
+    """
+    state = to_pay[["row_key"]].merge(known[["row_key", "status", "attempt"]], on="row_key", how="left")
+    fresh = to_pay[state["status"].isna().to_numpy()]
+    failed_mask = (state["status"] == "failed").to_numpy()
+    parts = [plan.plan_chunks(fresh, batch_id, chunk_size, attempt=1).assign(attempt=1)] if len(fresh) else []
+    failed = to_pay[failed_mask].assign(_prev=state.loc[failed_mask, "attempt"].astype(int).to_numpy())
+    for prev, group in failed.groupby("_prev", sort=True):
+        attempt = int(prev) + 1
+        parts.append(plan.plan_chunks(group.drop(columns="_prev"), batch_id, chunk_size, attempt=attempt)
+                     .assign(attempt=attempt))
+    if not parts:
+        return to_pay.iloc[:0].assign(chunk_no=pd.Series(dtype="int64"), operation_id=pd.Series(dtype=object),
+                                      attempt=pd.Series(dtype="int64"))
+    return pd.concat(parts, ignore_index=True)
+
+
+def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
+                  already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
+                  planned: pd.DataFrame | None) -> pd.DataFrame:
+    """One report row per input row, in sheet order, with its status, errors and ids."""
+    out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]].copy()
+    out.insert(0, "run_id", run_id)
+    n = len(out)
+    status = pd.Series(["invalid"] * n, index=out.index, dtype=object)
+    note = pd.Series([None] * n, index=out.index, dtype=object)
+    operation_id = pd.Series([None] * n, index=out.index, dtype=object)
+    bonus_id = pd.Series([None] * n, index=out.index, dtype=object)
+    row_errors: list[list[dict[str, str]]] = [[] for _ in range(n)]
+    pos = pd.Series(range(n), index=out["row_key"].to_numpy())
+
+    if len(errors):
+        where = {(f, r): i for i, (f, r) in enumerate(zip(out["source_file"], out["source_row"]))}
+        for f, r, c, code, msg in errors[["source_file", "source_row", "column", "code", "message"]].itertuples(
+                index=False):
+            row_errors[where[(f, r)]].append({"column": c, "code": code, "message": msg})
+
+    if len(duplicates):
+        idx = pos[duplicates["row_key"].to_numpy()].to_numpy()
+        status.iloc[idx] = "duplicate"
+        note.iloc[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy()
+    if len(already_paid):
+        idx = pos[already_paid["row_key"].to_numpy()].to_numpy()
+        status.iloc[idx] = "already_paid"
+        bonus_id.iloc[idx] = already_paid["bonus_id"].to_numpy()
+        note.iloc[idx] = ("paid by run " + already_paid["run_id"].astype(str)).to_numpy()
+    if len(to_pay):
+        st = to_pay[["row_key"]].merge(states, on="row_key", how="left")
+        idx = pos[st["row_key"].to_numpy()].to_numpy()
+        mapped = st["status"].map(LEDGER_TO_REPORT)
+        if planned is not None:  # dry run: what would be sent now
+            mapped = mapped.where(~st["row_key"].isin(planned["row_key"]), "planned")
+        status.iloc[idx] = mapped.to_numpy()
+        operation_id.iloc[idx] = st["operation_id"].to_numpy()
+        bonus_id.iloc[idx] = st["bonus_id"].to_numpy()
+        if planned is not None and len(planned):
+            plan_ops = dict(zip(planned["row_key"], planned["operation_id"]))
+            operation_id.iloc[idx] = [plan_ops.get(k, o) for k, o in zip(st["row_key"], st["operation_id"])]
+        for i, text, s in zip(idx, st["errors"], mapped):
+            if isinstance(text, str) and s != "planned":
+                row_errors[i].extend(orjson.loads(text))
+        unknown = idx[(mapped == "unknown").to_numpy()]
+        note.iloc[unknown] = "outcome unknown: never resent; run `payout audit` to settle it"
+
+    out["status"] = status.to_numpy()
+    out["errors"] = row_errors
+    out["operation_id"] = operation_id.to_numpy()
+    out["bonus_id"] = bonus_id.to_numpy()
+    out["note"] = note.to_numpy()
+    return out.reset_index(drop=True)
+
+
+def exit_code(summary: dict[str, Any], stopped_by: PayoutError | None) -> int:
+    """0 all paid · 1 something needs attention · 3 the API stopped us (rows left pending)."""
+    if isinstance(stopped_by, (AuthRefused, ApiUnreachable, QuotaExhausted)):
+        return 3
+    if stopped_by is not None:
+        return stopped_by.exit_code
+    counts = summary["counts"]
+    return 1 if any(counts.get(s, 0) for s in NEEDS_ATTENTION) else 0
+
+
+def _meta(run_id: str, batch_id: str, settings: Settings, target: Target | None, dry_run: bool,
+          started_at: datetime, started: float, outcome: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {
+        "run_id": run_id, "batch_id": batch_id, "env": settings.env,
+        "api_url": target.api_url if target else None, "dry_run": dry_run,
+        "started": started_at.isoformat(timespec="seconds"),
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": round(time.monotonic() - started, 3),
+    }
+    if outcome is not None:
+        meta["api_events"] = outcome.events
+        if outcome.stopped_by is not None:
+            meta["stopped_by"] = str(outcome.stopped_by)
+            retry_after = getattr(outcome.stopped_by, "retry_after", None)
+            if retry_after:
+                when = datetime.now(timezone.utc) + timedelta(seconds=float(retry_after))
+                meta["rerun_after"] = when.isoformat(timespec="minutes")
+    return meta
+
+
+def retry_failed(settings: Settings, target: Target, *, run_id: str | None = None) -> RunResult:
+    """Re-submit rows that ended `failed` with a retryable error, and resume pending ones — no sheet needed.
+
+    With `run_id`, only the rows last planned by that run; otherwise every such row in the ledger.
+    """
+    retry_id = new_run_id()
+    structlog.contextvars.bind_contextvars(run_id=retry_id)
+    started, started_at = time.monotonic(), datetime.now(timezone.utc)
+    with Ledger(settings.ledger_path) as ledger:
+        if run_id is not None and ledger.run_info(run_id) is None:
+            raise PayoutError(f"no run {run_id} in ledger {settings.ledger_path}")
+        candidates = ledger.rows_frame(run_id=run_id, statuses=("failed", "planned", "submitted"))
+        retryable = candidates[(candidates["status"] == "failed") & (candidates["retryable"] == 1)]
+        ledger.start_run(retry_id, None, "retry", {"of_run": run_id})
+        for (batch_id, prev), group in retryable.groupby(["batch_id", "attempt"], sort=True):
+            attempt = int(prev) + 1
+            chunks = [group.iloc[i:i + settings.chunk_size] for i in range(0, len(group), settings.chunk_size)]
+            planned = pd.concat([
+                c.assign(chunk_no=n, attempt=attempt,
+                         operation_id=plan.operation_id_for(batch_id, c["row_key"].tolist(), attempt))
+                for n, c in enumerate(chunks)], ignore_index=True)
+            ledger.record_intent(retry_id, batch_id, planned, planned["item"].tolist())
+        outcome = execute_open_operations(ledger, target, settings, retry_id)
+        touched = candidates[(candidates["status"] != "failed") | (candidates["retryable"] == 1)]
+        states = ledger.known_rows(touched["row_key"].tolist())
+        rows = touched[["source_file", "source_row", "row_key", "user_id", "amount_cents"]].merge(
+            states, on="row_key", how="left")
+        rows.insert(0, "run_id", retry_id)
+        rows["status"] = rows["status"].map(LEDGER_TO_REPORT)
+        rows["errors"] = [orjson.loads(t) if isinstance(t, str) else [] for t in rows["errors"]]
+        rows["note"] = None
+        rows = rows[["run_id", "source_file", "source_row", "row_key", "user_id", "amount_cents", "status",
+                     "errors", "operation_id", "bonus_id", "note"]]
+        operations = ledger.operations_frame(operation_ids=sorted(set(rows["operation_id"].dropna())))
+        meta = _meta(retry_id, "retry", settings, target, False, started_at, started, outcome)
+        meta["retry_of"] = run_id
+        run_dir = report.write_report(Path(settings.out_dir), retry_id, rows, operations, meta)
+        summary = report.summarize(rows, meta)
+        code = exit_code(summary, outcome.stopped_by)
+        ledger.finish_run(retry_id, f"exit {code}")
+    return RunResult(retry_id, run_dir, summary, code, outcome.stopped_by)

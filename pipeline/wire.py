@@ -1,0 +1,58 @@
+"""The exact JSON a row becomes on the wire: built once per row, stored in the ledger, resent verbatim."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import orjson
+import pandas as pd
+
+from pipeline.money import format_cents
+
+OPTIONAL_TEXT = ("private_comment", "assignment_id")
+
+
+def build_items(rows: pd.DataFrame) -> list[bytes]:
+    """One JSON object per row (validated, canonical columns), amounts as exact decimal text."""
+    titles = _json_objects(rows["public_title"])
+    messages = _json_objects(rows["public_message"])
+    items = []
+    for user_id, cents, without, comment, assignment, title, message in zip(
+        rows["user_id"], rows["amount_cents"], rows["without_message"], rows["private_comment"],
+        rows["assignment_id"], titles, messages,
+    ):
+        item: dict[str, object] = {
+            "user_id": user_id,
+            "amount": orjson.Fragment(format_cents(int(cents))),
+            "without_message": bool(without),
+        }
+        if comment is not None and comment == comment:
+            item["private_comment"] = comment
+        if title is not None:
+            item["public_title"] = title
+        if message is not None:
+            item["public_message"] = message
+        if assignment is not None and assignment == assignment:
+            item["assignment_id"] = assignment
+        items.append(orjson.dumps(item))
+    return items
+
+
+def _json_objects(column: pd.Series) -> list[object]:
+    """Parse each distinct JSON text once (sheets repeat the same title thousands of times)."""
+    cache: dict[str, object] = {}
+    out: list[object] = []
+    for text in column:
+        if text is None or text != text:
+            out.append(None)
+            continue
+        if text not in cache:
+            cache[text] = orjson.Fragment(text.encode())
+        out.append(cache[text])
+    return out
+
+
+def body_for(keys_and_items: Sequence[tuple[str, bytes]]) -> bytes:
+    """A JSON array of items, each tagged with its row key as `__item_idx` (echoed back in the log)."""
+    parts = [b'{"__item_idx":' + orjson.dumps(key) + b"," + item[1:] for key, item in keys_and_items]
+    return b"[" + b",".join(parts) + b"]"
