@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure_logging(json=True if args.log_json else None, level=args.log_level)
     try:
         if args.command == "sandbox":
-            from pipeline.sandbox.cli import run_from_args
+            from pipeline.sandbox.cli import run as run_sandbox
 
-            return run_from_args(args)
+            return run_sandbox(args)
         settings = settings_from(args)
         if args.command == "run":
             for n in ("chunk_size", "concurrency"):
