@@ -1,4 +1,4 @@
-"""Settings from built-in defaults, configs/<env>.toml, an optional --config file and CLI overrides, so one run's knobs are explicit and checked before any money moves."""
+"""Settings from defaults, configs/<env>.toml, --config and CLI overrides, checked before any money moves."""
 
 from __future__ import annotations
 
@@ -63,12 +63,12 @@ def load_settings(env: str = "local", config_file: Path | None = None, **overrid
 
 
 def token_from_env(required: bool) -> str | None:
-    """The OAuth token from TOLOKA_TOKEN (never from a file, so it never lands in a repo); UsageError if required and unset."""
+    """The token from TOLOKA_TOKEN (never a file, so it never lands in a repo); UsageError if required and unset."""
     token = os.environ.get(TOKEN_VAR, "").strip()
     if token:
         return token
     if required:
-        raise UsageError(f"set {TOKEN_VAR} to your Toloka OAuth token (environment only; config files never hold it)")
+        raise UsageError(f"set {TOKEN_VAR} to your Toloka OAuth token (read from the environment only, never a file)")
     return None
 
 

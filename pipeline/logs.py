@@ -1,4 +1,4 @@
-"""One place decides how logs look (console on a TTY, JSON lines for schedulers) and scrubs secrets so the OAuth token never reaches a log."""
+"""One place decides how logs look (console on a TTY, JSON lines otherwise) and keeps the OAuth token out of them."""
 
 from __future__ import annotations
 
@@ -24,7 +24,10 @@ def set_secret(secret: str | None) -> None:
 
 
 def configure_logging(*, json: bool | None = None, level: str = "info", stream: TextIO = sys.stderr) -> None:
-    """Route structlog to `stream`: console lines if json is None and stream is a TTY, else JSON lines; ValueError on an unknown level."""
+    """Route structlog to `stream`: console if json is None and stream is a TTY, else JSON lines.
+
+    Raises ValueError on an unknown level.
+    """
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")

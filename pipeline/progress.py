@@ -1,4 +1,4 @@
-"""A one-line, self-rewriting progress display for people at a terminal, silent elsewhere so scheduler logs stay JSON-only."""
+"""A self-rewriting progress line for people at a terminal, silent elsewhere so scheduler logs stay JSON-only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The reconciliation report of one run — rows.parquet, operations.parquet, summary.json, written atomically — so finance can account for every sheet row."""
+"""One run's reconciliation report, written atomically, so finance can account for every sheet row."""
 
 from __future__ import annotations
 
@@ -73,7 +73,11 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
     """
     run_dir = Path(out_root) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: run_dir / f"{name}.{ext}" for name, ext in (("rows", "parquet"), ("operations", "parquet"), ("summary", "json"))}
+    paths = {
+        "rows": run_dir / "rows.parquet",
+        "operations": run_dir / "operations.parquet",
+        "summary": run_dir / "summary.json",
+    }
     rows_table = rows_to_table(rows)
     ops_table = operations_to_table(operations)
     summary = summarize(rows, {**meta, "run_id": run_id})
@@ -127,7 +131,10 @@ def operations_to_table(operations: pd.DataFrame) -> pa.Table:
 
 
 def summarize(rows: pd.DataFrame, meta: dict) -> dict:
-    """Counts and exact amounts per status merged over `meta` (run_id, batch_id, env, api_url, dry_run, started, finished...)."""
+    """Counts and exact amounts per status merged over `meta` (run_id, batch_id, env, dry_run, started, ...).
+
+    `meta["rerun_after"]`, when present, tells format_summary when pending rows can be re-run.
+    """
     counts = rows["status"].value_counts()
     cents = rows["amount_cents"].astype("Int64").groupby(rows["status"]).sum()
     count = {s: int(counts.get(s, 0)) for s in STATUSES}
@@ -153,7 +160,7 @@ def summarize(rows: pd.DataFrame, meta: dict) -> dict:
 
 
 def format_summary(summary: dict) -> str:
-    """A short plain-text block for a finance person: rows and amounts per status, what needs attention, where the report is."""
+    """Plain text for a finance person: rows and amounts per status, what needs attention, where the report is."""
     head = f"Run {summary.get('run_id')}"
     for key in ("batch_id", "env"):
         if summary.get(key):
@@ -228,7 +235,8 @@ def _cents_to_decimal(cents: pd.Series) -> pa.Array:
 
 
 def _decimal_to_cents(amount: pa.Array) -> pd.arrays.IntegerArray:
-    words = np.frombuffer(amount.buffers()[1], dtype="<i8").reshape(-1, 2)[amount.offset : amount.offset + len(amount)]
+    words = np.frombuffer(amount.buffers()[1], dtype="<i8").reshape(-1, 2)
+    words = words[amount.offset : amount.offset + len(amount)]
     mask = amount.is_null().to_numpy(zero_copy_only=False)
     return pd.arrays.IntegerArray(words[:, 0].copy(), mask)
 

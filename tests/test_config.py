@@ -30,6 +30,11 @@ def test_config_file_overrides_env_file_and_cli_overrides_config_file(tmp_path: 
     assert s.backoff_base_s == 1.0 and isinstance(s.backoff_base_s, float)
 
 
+def test_each_env_keeps_its_own_ledger_so_sandbox_payouts_never_block_production():
+    ledgers = {env: load_settings(env).ledger_path for env in ("local", "sandbox", "production")}
+    assert len(set(ledgers.values())) == 3
+
+
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         load_settings().chunk_size = 1  # type: ignore[misc]
