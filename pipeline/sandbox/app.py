@@ -24,6 +24,7 @@ CONFLICT_MESSAGE = (
     "It is not allowed to apply multiple bonuses with the same amount, title, message and comment "
     "to same Toloker in single operation"
 )
+RESET = 599  # internal marker: the connection was aborted, the client saw no status
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -133,7 +134,7 @@ class Sandbox:
         except web.HTTPException as exc:
             code = {404: "DOES_NOT_EXIST", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "VALIDATION_ERROR")
             response = ApiError(exc.status, code, exc.reason).response()
-        self.stats.statuses[str(response.status)] += 1
+        self.stats.statuses["reset" if response.status == RESET else str(response.status)] += 1
         return response
 
     async def _guarded(self, request: web.Request, handler: Handler, endpoint: str) -> web.StreamResponse:
@@ -235,7 +236,7 @@ class Sandbox:
             raise ApiError(409, "OPERATION_ALREADY_EXISTS", f"Operation {op_id} already exists") from None
         self.worker.schedule(op_id)
         if self._reset_after_commit(request):
-            return web.Response(status=599)
+            return web.Response(status=RESET)
         return json_response(self.operation_view(self.store.get_operation(op_id)), 201)  # type: ignore[arg-type]
 
     def _create_sync(
@@ -254,7 +255,7 @@ class Sandbox:
             raise ApiError(409, "OPERATION_ALREADY_EXISTS", f"Operation {op_id} already exists") from None
         self.stats.bonuses_created += len(rows)
         if self._reset_after_commit(request):
-            return web.Response(status=599)
+            return web.Response(status=RESET)
         if isinstance(body, dict):
             return json_response(self.bonus_view(rows[0]), 201)
         result: dict[str, Any] = {"items": {str(row[10]): self.bonus_view(row) for row in rows}}

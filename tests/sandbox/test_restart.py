@@ -1,0 +1,47 @@
+"""A real `python -m pipeline.sandbox` process: state survives restarts, and a killed operation ends consistently."""
+from __future__ import annotations
+
+import signal
+import time
+import uuid
+
+from sandbox_fixtures import SandboxProcess, api_session, bonus, set_faults, stats, wait_operation
+
+BONUSES = "/api/v1/user-bonuses"
+
+
+def test_bonuses_and_operations_survive_a_restart(sandbox_process):
+    session = api_session()
+    url = sandbox_process.url
+    created = session.post(url + BONUSES, json=bonus(1)).json()
+    op = session.post(url + BONUSES, params={"async_mode": "true"}, json=[bonus(2)]).json()
+    wait_operation(session, url, op["id"])
+    assert sandbox_process.kill(signal.SIGTERM) == 0
+    sandbox_process.start()
+    assert session.get(f"{url}{BONUSES}/{created['id']}").json() == created
+    assert session.get(f"{url}/api/v1/operations/{op['id']}").json()["status"] == "SUCCESS"
+    second = session.post(url + BONUSES, json=bonus(3)).json()
+    assert int(second["id"]) == int(created["id"]) + 2
+
+
+def test_operation_killed_in_flight_finishes_exactly_once_after_restart(tmp_path):
+    with SandboxProcess(tmp_path / "sandbox.sqlite", "--faults", "slow_op_ms=1500") as process:
+        session = api_session()
+        op_id = str(uuid.uuid4())
+        items = [bonus(i) for i in range(50)]
+        submitted = session.post(process.url + BONUSES, params={"async_mode": "true", "operation_id": op_id}, json=items)
+        assert submitted.status_code == 201
+        deadline = time.monotonic() + 10
+        while session.get(f"{process.url}/api/v1/operations/{op_id}").json()["status"] != "RUNNING":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.kill(signal.SIGKILL)
+        process.start()
+        set_faults(process.url, "")  # the resumed operation already waits out its own slow_op_ms
+        done = wait_operation(session, process.url, op_id)
+        bonuses = session.get(process.url + BONUSES, params={"limit": 300}).json()["items"]
+        assert done["status"] == "SUCCESS" and done["details"]["success_count"] == 50
+        assert sorted(b["user_id"] for b in bonuses) == sorted(item["user_id"] for item in items)
+        again = session.post(process.url + BONUSES, params={"async_mode": "true", "operation_id": op_id}, json=items)
+        assert again.status_code == 409
+        assert stats(process.url)["bonuses_total"] == 50

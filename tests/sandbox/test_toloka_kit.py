@@ -1,0 +1,99 @@
+"""Toloka's own client (toloka-kit 1.2.3), unchanged, against the sandbox over real HTTP."""
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import httpx
+import pytest
+
+toloka = pytest.importorskip("toloka.client")
+from toloka.client import TolokaClient, UserBonus  # noqa: E402
+from toloka.client.exceptions import (  # noqa: E402
+    ApiError, IncorrectActionsApiError, ValidationApiError, raise_on_api_error,
+)
+from toloka.client.operations import UserBonusCreateBatchOperation  # noqa: E402
+from toloka.client.user_bonus import UserBonusesCreateRequestParameters  # noqa: E402
+
+from sandbox_fixtures import TOKEN, user_id  # noqa: E402
+
+
+@pytest.fixture
+def client(sandbox) -> TolokaClient:
+    return TolokaClient(TOKEN, url=sandbox.url, retries=0)
+
+
+def kit_bonus(n: int, amount: str = "1.50", **extra) -> UserBonus:
+    return UserBonus(user_id=user_id(n), amount=Decimal(amount), public_title={"EN": "Thanks"},
+                     public_message={"EN": f"Bonus {n}"}, without_message=False, **extra)
+
+
+def test_create_user_bonus_default_sync_via_async(client):
+    created = client.create_user_bonus(kit_bonus(1, private_comment="kit"))
+    assert created.id and created.amount == Decimal("1.50") and created.private_comment == "kit"
+    assert client.get_user_bonus(created.id).user_id == user_id(1)
+
+
+def test_create_user_bonuses_default_path_maps_results_back_to_inputs(client):
+    items = [kit_bonus(1), kit_bonus(2, amount="0.001"), kit_bonus(3, amount="2.25")]
+    result = client.create_user_bonuses(items, skip_invalid_items=True)
+    assert sorted(result.items) == ["0", "2"]
+    assert result.items["2"].amount == Decimal("2.25") and result.items["2"].user_id == user_id(3)
+    assert result.validation_errors["1"]["amount"]["code"] == "VALUE_LESS_THAN_MIN"
+
+
+def test_create_user_bonuses_sync_mode(client):
+    result = client.create_user_bonuses([kit_bonus(1), kit_bonus(2)], async_mode=False)
+    assert sorted(result.items) == ["0", "1"] and not result.validation_errors
+    single = client.create_user_bonus(kit_bonus(3), async_mode=False)
+    assert single.id and single.user_id == user_id(3)
+
+
+def test_async_create_wait_and_log(client):
+    op = client.create_user_bonuses_async([kit_bonus(1), kit_bonus(2)], skip_invalid_items=True)
+    assert isinstance(op, UserBonusCreateBatchOperation)
+    done = client.wait_operation(op, disable_progress=True)
+    assert done.status.value == "SUCCESS" and done.details.success_count == 2
+    log = client.get_operation_log(op.id)
+    assert [item.type for item in log] == ["USER_BONUS_PERSIST", "USER_BONUS_PERSIST"]
+    ids = [item.output["user_bonus_id"] for item in log]
+    listed = list(client.get_user_bonuses(id_gte=min(ids), id_lte=max(ids)))
+    assert [b.id for b in listed] == sorted(ids)
+
+
+def test_get_user_bonuses_pages_through_everything(client):
+    client.create_user_bonuses([kit_bonus(i) for i in range(30)], async_mode=False)
+    everything = list(client.get_user_bonuses(batch_size=7))
+    assert len(everything) == 30 and len({b.id for b in everything}) == 30
+    assert client.find_user_bonuses(user_id=user_id(4), limit=5).items[0].user_id == user_id(4)
+
+
+def test_all_invalid_raises_validation_error(client):
+    with pytest.raises(ValidationApiError) as sync_error:
+        client.create_user_bonuses([kit_bonus(1, amount="500")], async_mode=False)
+    assert sync_error.value.payload["0"]["amount"]["code"] == "VALUE_GREATER_THAN_MAX"
+    with pytest.raises(ValidationApiError) as via_async:
+        client.create_user_bonuses([kit_bonus(1, amount="500")], skip_invalid_items=True)
+    assert via_async.value.payload["0"]["amount"]["code"] == "VALUE_GREATER_THAN_MAX"
+
+
+def test_identical_bonuses_raise_409_entity_conflict(client):
+    with pytest.raises(ApiError) as conflict:
+        client.create_user_bonuses([kit_bonus(1), kit_bonus(1)], async_mode=False)
+    assert conflict.value.status_code == 409 and conflict.value.code == "ENTITY_CONFLICT"
+
+
+def test_repeated_operation_id_is_read_back_not_paid_twice(client, sandbox):
+    op_id = uuid.uuid4()
+    params = UserBonusesCreateRequestParameters(operation_id=op_id, skip_invalid_items=True)
+    first = client.create_user_bonuses([kit_bonus(1), kit_bonus(2)], parameters=params)
+    second = client.create_user_bonuses([kit_bonus(1), kit_bonus(2)], parameters=params)
+    assert sorted(first.items) == sorted(second.items) == ["0", "1"]
+    assert len(list(client.get_user_bonuses())) == 2
+    again = client.create_user_bonuses_async([kit_bonus(1), kit_bonus(2)], operation_id=op_id)
+    assert again.id == str(op_id) and again.status.value == "SUCCESS"
+    raw = httpx.post(f"{sandbox.url}/api/v1/user-bonuses", json=[{"user_id": user_id(3), "amount": 1}],
+                     params={"async_mode": "true", "operation_id": str(op_id)}, headers={"Authorization": f"OAuth {TOKEN}"})
+    with pytest.raises(IncorrectActionsApiError) as repeated:
+        raise_on_api_error(raw)
+    assert repeated.value.code == "OPERATION_ALREADY_EXISTS" and repeated.value.status_code == 409
