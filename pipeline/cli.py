@@ -89,7 +89,9 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-url", help="any Toloka-compatible server (e.g. a separately started `payout sandbox`); "
                                      "token from TOLOKA_TOKEN")
     p.add_argument("--config", type=Path, help="a TOML file overriding configs/<env>.toml")
-    p.add_argument("--ledger", type=Path, help="SQLite ledger (default data/ledger.sqlite)")
+    p.add_argument("--ledger", type=Path, help="SQLite ledger (default per env, from configs/<env>.toml: production "
+                                                    "data/ledger.sqlite; each env has its own so play payouts never mark "
+                                                    "real rows paid)")
     p.add_argument("--out", type=Path, help="report folder root (default data/reports)")
 
 

@@ -285,3 +285,8 @@ def _atomic(path: Path, write: Any) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_table_atomic(table: pa.Table, path: Path) -> None:
+    """Any other report file (e.g. audit.parquet), with the same all-or-nothing guarantee."""
+    _atomic(Path(path), lambda tmp: pq.write_table(table, tmp))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from collections.abc import Sequence
@@ -109,7 +110,7 @@ def run_payout(
                              planned if dry_run else None)
         meta = _meta(run_id, batch_id, settings, target, dry_run, started_at, started, outcome)
         run_dir = report.write_report(Path(settings.out_dir), run_id, rows, operations, meta)
-        summary = report.summarize(rows, meta)
+        summary = json.loads((run_dir / "summary.json").read_text())
         code = exit_code(summary, outcome.stopped_by if outcome else None)
         if not dry_run:
             ledger.finish_run(run_id, f"exit {code}: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()
@@ -275,7 +276,7 @@ def retry_failed(settings: Settings, target: Target, *, run_id: str | None = Non
         meta = _meta(retry_id, "retry", settings, target, False, started_at, started, outcome)
         meta["retry_of"] = run_id
         run_dir = report.write_report(Path(settings.out_dir), retry_id, rows, operations, meta)
-        summary = report.summarize(rows, meta)
+        summary = json.loads((run_dir / "summary.json").read_text())
         code = exit_code(summary, outcome.stopped_by)
         ledger.finish_run(retry_id, f"exit {code}")
     return RunResult(retry_id, run_dir, summary, code, outcome.stopped_by)
