@@ -10,12 +10,12 @@ import pytest
 toloka = pytest.importorskip("toloka.client")
 from toloka.client import TolokaClient, UserBonus  # noqa: E402
 from toloka.client.exceptions import (  # noqa: E402
-    ApiError, IncorrectActionsApiError, ValidationApiError, raise_on_api_error,
+    ApiError, IncorrectActionsApiError, TooManyRequestsApiError, ValidationApiError, raise_on_api_error,
 )
 from toloka.client.operations import UserBonusCreateBatchOperation  # noqa: E402
 from toloka.client.user_bonus import UserBonusesCreateRequestParameters  # noqa: E402
 
-from sandbox_fixtures import TOKEN, user_id  # noqa: E402
+from sandbox_fixtures import TOKEN, set_faults, stats, user_id  # noqa: E402
 
 
 @pytest.fixture
@@ -97,3 +97,14 @@ def test_repeated_operation_id_is_read_back_not_paid_twice(client, sandbox):
     with pytest.raises(IncorrectActionsApiError) as repeated:
         raise_on_api_error(raw)
     assert repeated.value.code == "OPERATION_ALREADY_EXISTS" and repeated.value.status_code == 409
+
+
+
+def test_kit_reads_an_injected_429_as_too_many_requests(client, sandbox):
+    # With retries on, toloka-kit 1.2.3 crashes on any 429 carrying Retry-After (its GetBackoffTime returns
+    # the retry state instead of seconds: TypeError inside tenacity), so this checks the error mapping only.
+    set_faults(sandbox.url, "http_429=1")
+    with pytest.raises(TooManyRequestsApiError) as limited:
+        client.find_user_bonuses(limit=5)
+    assert limited.value.status_code == 429 and limited.value.payload == {"interval": "MIN"}
+    assert stats(sandbox.url)["faults"] == {"http_429": 1}
