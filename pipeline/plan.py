@@ -1,0 +1,67 @@
+"""Cut the rows to pay into chunks (one API operation each) with deterministic operation ids.
+
+The operation id is derived from what the chunk *is* (batch, attempt, its row keys), so a crashed or
+repeated run re-creates the very same id and Toloka refuses to run it twice.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+
+from pipeline.dedupe import conflict_key
+
+# Fixed forever: changing it changes every operation id and breaks resuming old batches.
+NAMESPACE = uuid.UUID("5d0f6a8e-3c1b-5e7a-9b2d-0c4e8f1a7b36")
+
+
+def operation_id_for(batch_id: str, row_keys: Iterable[str], attempt: int = 1) -> str:
+    """uuid5(NAMESPACE, batch_id + "\\n" + attempt + "\\n" + sorted row keys joined by "\\n")."""
+    text = f"{batch_id}\n{int(attempt)}\n" + "\n".join(sorted(row_keys))
+    return str(uuid.uuid5(NAMESPACE, text))
+
+
+def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: int = 1) -> pd.DataFrame:
+    """`to_pay` plus `chunk_no` (int64, from 1) and `operation_id` (str UUID), in chunk order.
+
+    Chunks are contiguous runs of `chunk_size` rows in sheet order. Toloka refuses a request holding
+    two bonuses with the same user, amount, title, message and comment (409), so if such rows are
+    present (dedupe normally removed them) they are spread: the n-th repeat of a bonus goes into a
+    later run of chunks than the (n-1)-th, and those runs never share a chunk. Rows keep their relative
+    order within each run.
+    """
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    n = len(to_pay)
+    if n == 0:
+        return to_pay.assign(chunk_no=pd.Series([], dtype=np.int64, index=to_pay.index),
+                             operation_id=pd.Series([], dtype=object, index=to_pay.index))
+    key = conflict_key(to_pay).to_numpy()
+    layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy()
+    if layer.any():
+        order = np.lexsort((np.arange(n), layer))  # by layer, then sheet order
+        frame = to_pay.iloc[order]
+        layer = layer[order]
+        chunk_no = np.empty(n, dtype=np.int64)
+        next_no = 1
+        for lvl in np.unique(layer):
+            idx = np.flatnonzero(layer == lvl)
+            chunk_no[idx] = next_no + np.arange(len(idx)) // chunk_size
+            next_no = int(chunk_no[idx[-1]]) + 1
+    else:
+        frame = to_pay
+        chunk_no = np.arange(n, dtype=np.int64) // chunk_size + 1
+    keys = frame["row_key"].to_numpy(dtype=object)
+    bounds = np.flatnonzero(np.diff(chunk_no)) + 1
+    starts = np.concatenate(([0], bounds))
+    ends = np.concatenate((bounds, [n]))
+    op_ids = np.empty(n, dtype=object)
+    for s, e in zip(starts, ends):
+        op_ids[s:e] = operation_id_for(batch_id, keys[s:e].tolist(), attempt)
+    return frame.assign(
+        chunk_no=pd.Series(chunk_no, index=frame.index, dtype=np.int64),
+        operation_id=pd.Series(op_ids, index=frame.index, dtype=object),
+    )
