@@ -165,3 +165,20 @@ def test_unreadable_sheets_raise_sheet_error_naming_the_file(tmp_path, name, con
     msg = str(info.value)
     assert name in msg and why in msg
     assert "\n" not in msg
+
+
+SAMPLES = __import__("pathlib").Path(__file__).resolve().parents[1] / "data" / "samples"
+
+
+@pytest.mark.parametrize("name, rows, invalid, duplicates", [
+    ("payouts.csv", 20, 7, 2), ("payouts.parquet", 12, 3, 1), ("payouts.xlsx", 5, 1, 1)])
+def test_sample_sheets_read_and_show_their_documented_problems(name, rows, invalid, duplicates):
+    from pipeline.dedupe import find_duplicates
+    from pipeline.keys import assign_row_keys
+    from pipeline.validate import ValidationRules, validate_rows
+
+    frame = read_sheets([SAMPLES / name])
+    checked, _ = validate_rows(frame, ValidationRules())
+    keyed = assign_row_keys(checked, "samples")
+    _, dups = find_duplicates(keyed[keyed["is_valid"]])
+    assert (len(frame), int((~checked["is_valid"]).sum()), len(dups)) == (rows, invalid, duplicates)

@@ -1,0 +1,211 @@
+from __future__ import annotations
+
+import json
+import string
+from decimal import Decimal
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.validate import ERROR_COLUMNS, ErrorCode, ValidationRules, validate_rows
+from sheet_factory import canonical_frame, row, uid
+
+RULES = ValidationRules()
+
+
+def check(*rows, rules=RULES):
+    return validate_rows(canonical_frame(list(rows)), rules)
+
+
+def codes(errors, column=None):
+    e = errors if column is None else errors[errors["column"] == column]
+    return sorted(e["code"])
+
+
+def test_a_valid_row_passes_and_gets_cents_and_canonical_json():
+    checked, errors = check(row(1, amount="$1.5", public_title='{"RU": "Б", "EN": "A"}', without_message=""))
+    assert errors.empty and list(errors.columns) == ERROR_COLUMNS
+    r = checked.iloc[0]
+    assert r["is_valid"] and r["amount_cents"] == 150 and not r["without_message"]
+    assert checked["without_message"].dtype == bool
+    assert r["public_title"] == json.dumps({"EN": "A", "RU": "Б"}, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    assert str(checked["amount_cents"].dtype) == "Int64"
+
+
+def test_one_row_with_several_problems_reports_all_of_them():
+    checked, errors = check(row(1, user_id="nope", amount="1.234", public_title='{"EN": bad', without_message="maybe"))
+    assert set(zip(errors["column"], errors["code"])) == {
+        ("user_id", "user_id_format"),
+        ("amount", "amount_too_many_decimals"),
+        ("public_title", "not_a_text_object"),
+        ("without_message", "not_a_boolean"),
+    }
+    assert set(errors["source_row"]) == {2} and set(errors["source_file"]) == {"sheet.csv"}
+    assert not checked["is_valid"][0]
+
+
+def test_every_row_is_checked_and_valid_rows_stay_valid():
+    checked, errors = check(row(1), row(2, amount=None), row(3), row(4, user_id=None))
+    assert checked["is_valid"].tolist() == [True, False, True, False]
+    assert list(zip(errors["source_row"], errors["column"], errors["code"])) == [
+        (3, "amount", "required"),
+        (5, "user_id", "required"),
+    ]
+    assert errors["message"].tolist() == ["amount is missing", "user id is missing"]
+
+
+@pytest.mark.parametrize(
+    "amount, code, message",
+    [
+        ("1.234", "amount_too_many_decimals", "amount 1.234 has more than 2 decimals"),
+        ("0", "amount_too_small", "amount 0 is below the minimum of $0.01"),
+        ("0.00", "amount_too_small", None),
+        ("-5", "amount_too_small", None),
+        ("150", "amount_too_large", "amount 150 is above the maximum of $100.00"),
+        ("100.01", "amount_too_large", None),
+        ("1,50", "amount_not_a_number", None),
+        ("abc", "amount_not_a_number", None),
+        ("$", "amount_not_a_number", None),
+        ("1e2", "amount_not_a_number", None),
+        ("99999999999999999999", "amount_too_large", None),
+    ],
+)
+def test_bad_amounts(amount, code, message):
+    checked, errors = check(row(1, amount=amount))
+    assert codes(errors) == [code]
+    if message:
+        assert errors["message"][0] == message
+
+
+@pytest.mark.parametrize("amount, cents", [("1", 100), ("1.5", 150), ("1.50", 150), ("$0.01", 1), ("100", 10000),
+                                           ("1.500", 150), (".5", 50), ("007.10", 710)])
+def test_good_amounts(amount, cents):
+    checked, errors = check(row(1, amount=amount))
+    assert errors.empty and checked["amount_cents"][0] == cents
+
+
+def test_limits_come_from_the_rules():
+    rules = ValidationRules(min_cents=50, max_cents=20000, max_decimals=1)
+    _, errors = check(row(1, amount="0.4"), row(2, amount="150"), row(3, amount="1.25"), rules=rules)
+    assert codes(errors) == ["amount_too_many_decimals", "amount_too_small"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100"), places=2), st.booleans())
+def test_any_two_decimal_amount_in_range_is_valid_with_exact_cents(d, dollar):
+    text = ("$" if dollar else "") + str(d)
+    checked, errors = check(row(1, amount=text))
+    assert errors.empty, errors["message"].tolist()
+    assert checked["amount_cents"][0] == int(d * 100)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.decimals(min_value=Decimal("0.001"), max_value=Decimal("99.999"), places=3).filter(
+    lambda d: d != d.quantize(Decimal("0.01"))))
+def test_any_amount_with_a_third_decimal_is_invalid(d):
+    _, errors = check(row(1, amount=str(d)))
+    assert codes(errors) == ["amount_too_many_decimals"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.one_of(
+    st.decimals(min_value=Decimal("100.01"), max_value=Decimal("1e9"), places=2),
+    st.decimals(min_value=Decimal("-1e6"), max_value=Decimal("0.00"), places=2),
+))
+def test_any_amount_out_of_range_is_invalid(d):
+    _, errors = check(row(1, amount=str(d)))
+    assert codes(errors) == (["amount_too_large"] if d > 0 else ["amount_too_small"])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32))
+def test_any_32_lowercase_hex_user_id_is_valid(user_id):
+    _, errors = check(row(1, user_id=user_id))
+    assert errors.empty
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(min_size=1, max_size=40).filter(
+    lambda s: s.strip() and not (len(s.strip()) == 32 and set(s.strip()) <= set("0123456789abcdef"))))
+def test_anything_else_as_user_id_is_invalid(user_id):
+    _, errors = check(row(1, user_id=user_id))
+    assert codes(errors) == ["user_id_format"]
+
+
+@pytest.mark.parametrize("text, expected", [("true", True), ("TRUE", True), ("1", True), ("yes", True),
+                                            ("false", False), ("No", False), ("0", False), (None, False)])
+def test_without_message_text(text, expected):
+    kw = {"public_title": None, "public_message": None} if expected else {}
+    checked, errors = check(row(1, without_message=text, **kw))
+    assert errors.empty
+    assert bool(checked["without_message"][0]) is expected
+
+
+def test_without_message_that_is_not_a_boolean():
+    checked, errors = check(row(1, without_message="maybe"))
+    assert codes(errors) == ["not_a_boolean"] and bool(checked["without_message"][0]) is False
+
+
+def test_without_message_true_forbids_title_and_message():
+    _, errors = check(row(1, without_message="true"))
+    assert set(zip(errors["column"], errors["code"])) == {
+        ("public_title", "text_not_allowed"), ("public_message", "text_not_allowed")}
+
+
+def test_without_message_false_needs_title_and_message_with_a_language():
+    _, errors = check(row(1, public_title=None), row(2, public_message="{}"))
+    assert list(zip(errors["source_row"], errors["column"], errors["code"])) == [
+        (2, "public_title", "text_required"), (3, "public_message", "text_required")]
+
+
+@pytest.mark.parametrize("cell", ['{"EN": bad', "[1, 2]", '"just text"', '{"EN": 5}', '{"EN": "  "}'])
+def test_titles_must_be_json_objects_of_texts(cell):
+    _, errors = check(row(1, public_title=cell))
+    assert codes(errors) == ["not_a_text_object"]
+
+
+@pytest.mark.parametrize("cell", ['{"en": "x"}', '{"ENG": "x"}', '{"XX": "x"}'])
+def test_language_codes_must_be_allowed(cell):
+    _, errors = check(row(1, public_message=cell))
+    assert codes(errors, "public_message") == ["language_not_allowed"]
+
+
+def test_text_lengths():
+    rules = ValidationRules(max_title_len=5, max_message_len=10, max_comment_len=3)
+    _, errors = check(row(1, public_title='{"EN": "123456"}', public_message='{"EN": "12345678901"}',
+                          private_comment="abcd"), rules=rules)
+    assert set(zip(errors["column"], errors["code"])) == {
+        ("public_title", "text_too_long"), ("public_message", "text_too_long"), ("private_comment", "text_too_long")}
+    assert "limit is 5" in errors.loc[errors["column"] == "public_title", "message"].iloc[0]
+
+
+def test_repeated_bonus_key_is_reported_on_the_later_row():
+    _, errors = check(row(1, bonus_key="k1"), row(2, bonus_key="k1"), row(3, bonus_key="k2"))
+    assert list(zip(errors["source_row"], errors["code"])) == [(3, "bonus_key_repeated")]
+
+
+def test_messages_are_plain_words_and_every_code_is_known():
+    _, errors = check(row(1, user_id="X", amount="x", public_title="{", without_message="?", private_comment="y" * 2000))
+    assert set(errors["code"]) <= {c.value for c in ErrorCode}
+    assert all(m and "\n" not in m and "Check" not in m for m in errors["message"])
+
+
+def test_empty_frame():
+    checked, errors = validate_rows(canonical_frame([]), RULES)
+    assert checked.empty and errors.empty
+
+
+def test_input_index_is_kept_and_input_untouched():
+    frame = canonical_frame([row(1), row(2, amount="1.5")])
+    frame.index = [10, 20]
+    before = frame.copy()
+    checked, _ = validate_rows(frame, RULES)
+    assert list(checked.index) == [10, 20]
+    pd.testing.assert_frame_equal(frame, before)
+
+
+def test_rules_refuse_sub_cent_decimals():
+    with pytest.raises(ValueError):
+        ValidationRules(max_decimals=3)
