@@ -26,11 +26,25 @@ def conflict_key(frame: pd.DataFrame) -> pd.Series:
     if len(frame) == 0:
         return pd.Series([], dtype=np.int64, index=frame.index)
     combined = np.zeros(len(frame), dtype=np.int64)
+    size = 1  # number of distinct values `combined` can take
     for c in CONFLICT_COLUMNS:
-        codes, uniques = pd.factorize(frame[c].to_numpy(dtype=object), use_na_sentinel=False)
-        # pair (group so far, this column's code) -> one small int again: never overflows
-        combined, _ = pd.factorize(combined * (len(uniques) + 1) + codes)
+        codes, n_values = _codes(frame[c])
+        if size * (n_values + 1) >= 2**62:  # keep the mixed radix number inside int64
+            combined, uniques = pd.factorize(combined)
+            size = len(uniques)
+        combined = combined * (n_values + 1) + codes
+        size *= n_values + 1
+    combined, _ = pd.factorize(combined)
     return pd.Series(combined.astype(np.int64), index=frame.index, name="conflict_key")
+
+
+def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer code per value (missing = its own value) and how many distinct codes there are."""
+    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":  # Int64 cents
+        codes, uniques = pd.factorize(s.array, use_na_sentinel=False)
+    else:
+        codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=False)
+    return codes.astype(np.int64), len(uniques)
 
 
 def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,7 +62,8 @@ def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple
     n = len(valid)
     if n == 0:
         return valid.copy(deep=False), valid.assign(duplicate_of=pd.Series([], dtype=object, index=valid.index))
-    refs = (valid["source_file"].astype(str) + ":" + valid["source_row"].astype(str)).to_numpy(dtype=object)
+    files = valid["source_file"].to_numpy(dtype=object)
+    rows = valid["source_row"].to_numpy()
     # position of each group's first (and second) row
     order = np.arange(n)
     first_pos = np.full(key.max() + 1, -1, dtype=np.int64)
@@ -58,7 +73,7 @@ def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple
     is_first = first_pos[key] == order
     if policy == "keep-first":
         dup_mask = ~is_first
-        duplicate_of = refs[first_pos[key[dup_mask]]]
+        duplicate_of = _refs(files, rows, first_pos[key[dup_mask]])
     else:
         sizes = np.bincount(key)
         dup_mask = sizes[key] > 1
@@ -70,10 +85,15 @@ def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple
             _, first_later = np.unique(k_later, return_index=True)
             second_pos[k_later[first_later]] = later_idx[first_later]
         target = np.where(is_first, second_pos[key], first_pos[key])
-        duplicate_of = refs[target[dup_mask]]
+        duplicate_of = _refs(files, rows, target[dup_mask])
     unique = valid[~dup_mask]
     duplicates = valid[dup_mask].assign(duplicate_of=pd.Series(duplicate_of, index=valid.index[dup_mask], dtype=object))
     return unique, duplicates
+
+
+def _refs(files: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """"file:row" for the given positions only (building it for all rows would cost more than dedupe)."""
+    return np.array([f"{files[p]}:{rows[p]}" for p in positions.tolist()], dtype=object)
 
 
 def split_already_paid(unique: pd.DataFrame, paid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

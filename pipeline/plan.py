@@ -40,8 +40,9 @@ def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: i
         return to_pay.assign(chunk_no=pd.Series([], dtype=np.int64, index=to_pay.index),
                              operation_id=pd.Series([], dtype=object, index=to_pay.index))
     key = conflict_key(to_pay).to_numpy()
-    layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy()
-    if layer.any():
+    has_conflicts = key.max() + 1 < n  # ids are dense: fewer ids than rows means repeats
+    layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy() if has_conflicts else None
+    if has_conflicts:
         order = np.lexsort((np.arange(n), layer))  # by layer, then sheet order
         frame = to_pay.iloc[order]
         layer = layer[order]
