@@ -12,6 +12,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from pipeline.ingest import factorize_text
+
 CONFLICT_COLUMNS = ("user_id", "amount_cents", "public_title", "public_message", "private_comment")
 Policy = Literal["keep-first", "reject-all"]
 POLICIES: tuple[str, ...] = ("keep-first", "reject-all")
@@ -41,10 +43,11 @@ def conflict_key(frame: pd.DataFrame) -> pd.Series:
 def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
     """Integer code per value (missing = its own value) and how many distinct codes there are."""
     if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":  # Int64 cents
-        codes, uniques = pd.factorize(s.array, use_na_sentinel=False)
+        codes, uniques = pd.factorize(s.array)
     else:
-        codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=False)
-    return codes.astype(np.int64), len(uniques)
+        codes, uniques = factorize_text(s.to_numpy(dtype=object))
+    # missing (-1) becomes code 0, values 1..n (use_na_sentinel=False would scan for NaN again)
+    return codes.astype(np.int64) + 1, len(uniques) + 1
 
 
 def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:

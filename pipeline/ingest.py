@@ -13,6 +13,7 @@ counted (spreadsheet programs drop them on import too). Rows whose cells are all
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import re
 from collections.abc import Sequence
@@ -243,15 +244,19 @@ def _trimmed(col: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _clean_text(col: pa.ChunkedArray) -> np.ndarray:
-    """Object array of str/None. Sheets repeat values (amounts, titles), so each distinct text becomes
-    one Python string shared by its rows: far less allocation than one string per cell."""
-    col = _trimmed(col)
-    if len(col) == 0:
+    """Object array of str/None (trimmed; empty -> None).
+
+    Sheets repeat values (amounts, titles, user ids), so each distinct text is cleaned and turned into
+    a Python string once and shared by its rows: far less work and allocation than per cell.
+    """
+    n = len(col)
+    if n == 0:
         return np.empty(0, dtype=object)
+    sample = col.slice(0, 20_000)
+    if pc.count_distinct(sample).as_py() > 0.95 * len(sample):  # all distinct (assignment ids): convert directly
+        return _trimmed(col).to_numpy(zero_copy_only=False).astype(object, copy=False)
     encoded = pc.dictionary_encode(col).combine_chunks()
-    if len(encoded.dictionary) > len(col) // 2:  # mostly distinct (ids): plain conversion is cheaper
-        return col.to_numpy(zero_copy_only=False).astype(object, copy=False)
-    uniques = np.append(encoded.dictionary.to_numpy(zero_copy_only=False).astype(object), None)
+    uniques = np.append(_trimmed(encoded.dictionary).to_numpy(zero_copy_only=False).astype(object), None)
     return uniques[encoded.indices.fill_null(len(uniques) - 1).to_numpy()]
 
 
@@ -279,6 +284,31 @@ def _assemble_languages(langs: dict[str, pa.ChunkedArray], n_rows: int) -> np.nd
             json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if obj else None
         )
     return np.array(texts, dtype=object)[idx] if n_rows else np.empty(0, dtype=object)
+
+
+def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of an object column of str/None, like `pd.factorize` (None -> code -1).
+
+    Groups by object identity first (an int64 factorize of the cells' pointers), then by value over
+    the few distinct objects. Columns from `read_sheets` share one string object per distinct text,
+    so this is several times faster than hashing every cell; on other input it is merely correct.
+    """
+    arr = np.ascontiguousarray(np.asarray(values, dtype=object))
+    if len(arr) == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=object)
+    # An object array stores PyObject pointers; read them as integers (arr stays alive meanwhile).
+    pointers = np.frombuffer((ctypes.c_int64 * len(arr)).from_address(arr.ctypes.data), dtype=np.int64)
+    sample = pointers[:20_000]
+    if len(np.unique(sample)) > 0.95 * len(sample):  # nothing shared (ids): plain hashing is cheaper
+        codes, uniques = pd.factorize(arr)
+        return codes, np.asarray(uniques, dtype=object)
+    codes_obj, uniq_ptr = pd.factorize(pointers)
+    # one representative cell per distinct object, in order of first appearance
+    first_pos = np.empty(len(uniq_ptr), dtype=np.int64)
+    first_pos[codes_obj[::-1]] = np.arange(len(arr) - 1, -1, -1)
+    reps = arr[first_pos]
+    value_codes, uniques = pd.factorize(reps)
+    return value_codes[codes_obj], np.asarray(uniques, dtype=object)
 
 
 def _empty_frame() -> pd.DataFrame:

@@ -83,7 +83,7 @@ def _sha256_all(rows) -> np.ndarray:
 
 def _text(s: pd.Series) -> np.ndarray:
     arr = s.to_numpy(dtype=object)
-    missing = pd.isna(arr)
+    missing = arr == None  # noqa: E711 - elementwise; cells are str or None (contracts.md)
     if missing.any():
         arr = arr.copy()
         arr[missing] = ""

@@ -32,6 +32,7 @@ import pyarrow as pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
+from pipeline.ingest import factorize_text
 from pipeline.money import format_usd
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
@@ -92,8 +93,7 @@ class ValidationRules:
 
 def _distinct(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """(codes, uniques): codes[i] indexes uniques, -1 for a missing cell."""
-    codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=True)
-    return codes, np.asarray(uniques, dtype=object)
+    return factorize_text(s.to_numpy(dtype=object))
 
 
 def _spread(codes: np.ndarray, values: np.ndarray, missing: Any) -> np.ndarray:

@@ -182,3 +182,18 @@ def test_sample_sheets_read_and_show_their_documented_problems(name, rows, inval
     keyed = assign_row_keys(checked, "samples")
     _, dups = find_duplicates(keyed[keyed["is_valid"]])
     assert (len(frame), int((~checked["is_valid"]).sum()), len(dups)) == (rows, invalid, duplicates)
+
+
+def test_factorize_text_matches_pandas_whether_or_not_strings_are_shared():
+    import numpy as np
+
+    from pipeline.ingest import factorize_text
+
+    shared = ["a", "b", None, "a", "c", "b", None]
+    copies = ["".join(ch) if ch else None for ch in shared]  # equal values, distinct objects
+    for values in (np.array(shared, dtype=object), np.array(copies, dtype=object),
+                   np.array([f"id{i}" for i in range(30_000)] + [None], dtype=object), np.array([], dtype=object)):
+        codes, uniques = factorize_text(values)
+        expected_codes, expected_uniques = pd.factorize(values)
+        assert codes.tolist() == expected_codes.tolist()
+        assert list(uniques) == list(expected_uniques)
