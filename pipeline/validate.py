@@ -32,7 +32,7 @@ import pyarrow as pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from pipeline.ingest import factorize_text
+from pipeline.ingest import TEXT_COLUMNS, factorize_text
 from pipeline.money import format_usd
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
@@ -294,6 +294,10 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
     """
     rules = rules or ValidationRules()
     work = frame.reset_index(drop=True)
+    # a column the frame lacks is an empty column: required ones are then reported row by row
+    for c in TEXT_COLUMNS:
+        if c not in work.columns:
+            work[c] = pd.Series([None] * len(work), dtype=object)
     ctx = _Context(rules, work)
     failures = None
     try:

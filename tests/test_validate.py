@@ -209,3 +209,12 @@ def test_input_index_is_kept_and_input_untouched():
 def test_rules_refuse_sub_cent_decimals():
     with pytest.raises(ValueError):
         ValidationRules(max_decimals=3)
+
+
+def test_a_frame_without_optional_columns_is_checked_as_if_they_were_empty():
+    frame = canonical_frame([row(1, without_message="true", public_title=None, public_message=None)])
+    frame = frame.drop(columns=["bonus_key", "assignment_id", "public_title", "public_message"])
+    checked, errors = validate_rows(frame, RULES)
+    assert errors.empty and checked["is_valid"].all()
+    _, errors = validate_rows(frame.drop(columns=["amount"]), RULES)
+    assert list(zip(errors["column"], errors["code"])) == [("amount", "required")]

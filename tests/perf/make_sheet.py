@@ -29,7 +29,8 @@ AMOUNTS = ["0.5", "0.50", "1", "1.5", "2.25", "$3", "10", "0.05", "99.99", "100"
 def make_frame(rows: int, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     n_users = max(rows // 20, 10)
-    users = np.array([f"{x:032x}" for x in rng.integers(0, 2**63, n_users, dtype=np.int64)], dtype=object)
+    hi, lo = rng.integers(0, 2**63, n_users, dtype=np.int64), rng.integers(0, 2**63, n_users, dtype=np.int64)
+    users = np.array([f"{a:016x}{b:016x}" for a, b in zip(hi, lo)], dtype=object)
     user = users[rng.integers(0, n_users, rows)]
     amount = np.array(AMOUNTS, dtype=object)[rng.integers(0, len(AMOUNTS), rows)]
     t_texts = np.array([json.dumps(t, ensure_ascii=False) for t in TITLES], dtype=object)
