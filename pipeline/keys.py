@@ -17,7 +17,6 @@ from __future__ import annotations
 import binascii
 import hashlib
 from itertools import repeat
-from operator import methodcaller
 
 import numpy as np
 import pandas as pd
@@ -71,13 +70,13 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
 
 
 def _sha256_all(rows) -> np.ndarray:
-    """sha256 digest (32 raw bytes, as an S32 array) of each row's fields joined by \\x1f.
+    """sha256 digest (32 raw bytes each, a V32 array) of each row's fields joined by \\x1f.
 
-    Iterates in C (map/methodcaller), one Python object per stage per row and no bytecode per row:
-    about 3x faster than a list comprehension over f-strings.
+    Joining and encoding run in C (map); only the hashing is a comprehension. About 1 s per million
+    rows on a 2-core VM: sha256's per-call cost is the floor (blake2b measured no faster).
     """
-    blobs = map(str.encode, map(_SEP.join, rows))
-    raw = b"".join(map(methodcaller("digest"), map(hashlib.sha256, blobs)))
+    sha = hashlib.sha256
+    raw = b"".join([sha(blob).digest() for blob in map(str.encode, map(_SEP.join, rows))])
     return np.frombuffer(raw, dtype="V32").copy()
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import orjson
 import pandas as pd
 import pandera.pandas as pa
-import pyarrow as pyarrow
+import pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
