@@ -71,8 +71,7 @@ CREATE TABLE IF NOT EXISTS operations (
 CREATE INDEX IF NOT EXISTS ops_open ON operations(state);
 """
 
-IN_FLIGHT_ROW_STATES = ("planned", "submitted")
-OPEN_OP_STATES = ("planned", "submitted")
+DETAIL_COUNTS = ("total_count", "valid_count", "not_valid_count", "success_count", "failed_count")
 
 
 def utcnow() -> str:
@@ -305,13 +304,17 @@ class Ledger:
         params: list[Any] = []
         if operation_ids is not None:
             if not operation_ids:
-                return pd.DataFrame(columns=cols)
+                operation_ids = [""]
             sql += f" WHERE operation_id IN ({','.join('?' * len(operation_ids))})"
             params = list(operation_ids)
         elif run_id:
             sql += " WHERE run_id=?"
             params = [run_id]
-        return pd.DataFrame(self._query(sql + " ORDER BY run_id, chunk_no", params), columns=cols)
+        frame = pd.DataFrame(self._query(sql + " ORDER BY run_id, chunk_no", params), columns=cols)
+        details = [orjson.loads(d) if d else {} for d in frame.pop("details")]
+        for name in DETAIL_COUNTS:
+            frame[name] = pd.array([d.get(name) for d in details], dtype="Int64")
+        return frame
 
 
 def _op_fields(op: dict[str, Any]) -> tuple[Any, ...]:

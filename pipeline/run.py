@@ -50,7 +50,7 @@ class RunResult:
 
 def new_run_id() -> str:
     """Sortable by time, unique enough for two runs in the same second."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(2)
 
 
 def default_batch_id(sheets: Sequence[str | Path]) -> str:

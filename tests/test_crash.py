@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import paid_multiset, server_bonuses
+from payout_helpers import paid_multiset, server_bonuses
 from sandbox_fixtures import TOKEN, SandboxProcess, set_faults, stats
 from sheet_factory import row, uid, write_csv
 

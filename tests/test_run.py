@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import paid_multiset, server_bonuses
+from payout_helpers import paid_multiset, server_bonuses
 from sheet_factory import row, uid, write_csv
 
 from pipeline.report import read_rows
