@@ -5,6 +5,9 @@
 - payouts.xlsx    5 rows, per-language columns, as finance exports them from Excel
 
     python data/samples/make_samples.py
+
+The CSV and Parquet files come out byte-identical; the XLSX has the same content but its zip
+timestamps change on every run.
 """
 
 from __future__ import annotations
