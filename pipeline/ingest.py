@@ -223,9 +223,15 @@ def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
             cleaned[c] = np.full(n_rows, None, dtype=object)
 
     rows = np.arange(2, n_rows + 2, dtype=np.int64)
-    keep = np.zeros(n_rows, dtype=bool)
-    for arr in cleaned.values():
-        keep |= arr != None  # noqa: E711 - elementwise comparison on an object array
+    # a row is dropped only if every cell is empty; look at the other cells only where both
+    # required ones are empty (rare), not at every cell of the sheet
+    keep = np.ones(n_rows, dtype=bool)
+    candidates = np.flatnonzero((cleaned["user_id"] == None) & (cleaned["amount"] == None))  # noqa: E711
+    if len(candidates):
+        empty = np.ones(len(candidates), dtype=bool)
+        for arr in cleaned.values():
+            empty &= arr[candidates] == None  # noqa: E711 - elementwise on an object array
+        keep[candidates[empty]] = False
     # explicit object Series: pandas 3 would otherwise infer its own string dtype (NaN, not None)
     frame = pd.DataFrame(
         {"source_file": pd.Series(np.full(n_rows, name, dtype=object), dtype=object), "source_row": rows}
