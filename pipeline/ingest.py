@@ -303,7 +303,7 @@ def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarr
     if len(arr) == 0:
         return np.empty(0, dtype=np.intp), np.empty(0, dtype=object)
     # An object array stores PyObject pointers; read them as integers (arr stays alive meanwhile).
-    pointers = np.frombuffer((ctypes.c_int64 * len(arr)).from_address(arr.ctypes.data), dtype=np.int64)
+    pointers = np.frombuffer((ctypes.c_ssize_t * len(arr)).from_address(arr.ctypes.data), dtype=np.intp)
     sample = pointers[:20_000]
     if len(np.unique(sample)) > 0.95 * len(sample):  # nothing shared (ids): plain hashing is cheaper
         codes, uniques = pd.factorize(arr)
