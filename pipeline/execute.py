@@ -35,7 +35,7 @@ log = structlog.get_logger("payout.execute")
 
 TERMINAL = ("SUCCESS", "FAIL")
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
-RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_FAILED", "REMOTE_SERVICE_UNAVAILABLE",
+RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
 
 
@@ -224,7 +224,9 @@ def map_log(row_keys: Sequence[str], status: str | None, entries: list[dict[str,
 
 
 def _field_errors(output: dict[str, Any]) -> list[dict[str, str]]:
-    """Toloka's field -> {code, message} map as our list of {column, code, message}."""
+    """Toloka's field -> {code, message} map (or a bare {code, message}) as our list of {column, code, message}."""
+    if isinstance(output.get("code"), str):
+        return [{"column": "", "code": output["code"], "message": str(output.get("message", ""))}]
     errors = []
     for column, detail in output.items():
         if isinstance(detail, dict):

@@ -40,3 +40,10 @@ def test_unreadable_log_makes_every_row_unknown() -> None:
 def test_a_persist_entry_wins_over_an_earlier_failure_for_the_same_row() -> None:
     [r] = map_log(["a"], "SUCCESS", [rejected("a", "INTERNAL_ERROR"), persist("a", "9")])
     assert (r.status, r.bonus_id) == ("paid", "9")
+
+
+def test_an_item_not_issued_because_its_operation_failed_is_retryable() -> None:
+    entry = {"type": "USER_BONUS_PERSIST", "success": False, "input": {"__item_idx": "a"},
+             "output": {"code": "OPERATION_EXECUTION_ERROR", "message": "Not issued"}}
+    [r] = map_log(["a"], "FAIL", [entry])
+    assert (r.status, r.retryable, r.errors[0]["code"]) == ("failed", True, "OPERATION_EXECUTION_ERROR")
