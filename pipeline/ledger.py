@@ -311,7 +311,7 @@ class Ledger:
             sql += " WHERE run_id=?"
             params = [run_id]
         frame = pd.DataFrame(self._query(sql + " ORDER BY run_id, chunk_no", params), columns=cols)
-        details = [orjson.loads(d) if d else {} for d in frame.pop("details")]
+        details = [orjson.loads(d) if isinstance(d, str) else {} for d in frame.pop("details")]
         for name in DETAIL_COUNTS:
             frame[name] = pd.array([d.get(name) for d in details], dtype="Int64")
         return frame

@@ -17,7 +17,7 @@ import structlog
 
 from pipeline import dedupe, ingest, keys, plan, report, validate, wire
 from pipeline.config import Settings
-from pipeline.errors import ApiUnreachable, AuthRefused, PayoutError, QuotaExhausted
+from pipeline.errors import ApiUnreachable, AuthRefused, PayoutError, QuotaExhausted, UsageError
 from pipeline.execute import Executor
 from pipeline.ledger import Ledger
 from pipeline.progress import Progress
@@ -78,6 +78,9 @@ def run_payout(
     run_id: str | None = None,
 ) -> RunResult:
     """Pay every valid, unique, not-yet-paid row of the sheets exactly once and write the report."""
+    resolved = [Path(s).resolve() for s in sheets]
+    if len(set(resolved)) < len(resolved):
+        raise UsageError("the same sheet is given twice; each sheet may appear once per run")
     run_id = run_id or new_run_id()
     batch_id = batch_id or default_batch_id(sheets)
     structlog.contextvars.bind_contextvars(run_id=run_id, batch_id=batch_id)

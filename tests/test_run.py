@@ -109,3 +109,8 @@ def test_refused_token_is_exit_3(sandbox, payout, tmp_path, monkeypatch, capsys)
     assert payout("run", str(sheet), "--api-url", sandbox.url) == 3
     err = capsys.readouterr()
     assert "wrong-token-value" not in err.err + err.out
+
+
+def test_the_same_sheet_twice_is_a_usage_error(payout, tmp_path) -> None:
+    sheet = write_csv(tmp_path / "p.csv", [row(1)])
+    assert payout("run", str(sheet), str(sheet), "--dry-run") == 2
