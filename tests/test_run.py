@@ -114,3 +114,18 @@ def test_refused_token_is_exit_3(sandbox, payout, tmp_path, monkeypatch, capsys)
 def test_the_same_sheet_twice_is_a_usage_error(payout, tmp_path) -> None:
     sheet = write_csv(tmp_path / "p.csv", [row(1)])
     assert payout("run", str(sheet), str(sheet), "--dry-run") == 2
+
+
+def test_unreachable_api_is_exit_3_and_rows_stay_pending_for_the_next_run(payout, tmp_path, sandbox) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    config = tmp_path / "fast.toml"
+    config.write_text("max_retries = 1\nbackoff_base_s = 0.01\nrequest_timeout_s = 2.0\n")
+    sheet = write_csv(tmp_path / "p.csv", [row(i) for i in range(4)])
+    assert payout("run", str(sheet), "--api-url", dead, "--config", str(config)) == 3
+    assert set(read_rows(latest_run(tmp_path / "reports"))["status"]) == {"pending"}
+    assert payout("run", str(sheet), "--api-url", sandbox.url) == 0
+    assert len(server_bonuses(sandbox.url)) == 4
