@@ -162,9 +162,10 @@ def summarize(rows: pd.DataFrame, meta: dict) -> dict:
 def format_summary(summary: dict) -> str:
     """Plain text for a finance person: rows and amounts per status, what needs attention, where the report is."""
     head = f"Run {summary.get('run_id')}"
-    for key in ("batch_id", "env"):
-        if summary.get(key):
-            head += f"  {key.removesuffix('_id')} {summary[key]}"
+    if summary.get("batch_id"):
+        head += f"  batch {summary['batch_id']}"
+    if summary.get("api_url") or summary.get("env"):
+        head += f"  → {summary.get('api_url') or summary['env']}"
     if summary.get("dry_run"):
         head += "  (dry run: nothing was sent)"
     lines = [head]
@@ -193,14 +194,15 @@ def _attention(summary: dict) -> list[str]:
     if counts["invalid"]:
         out.append(f"{_rows(counts['invalid'])} invalid — see the errors column; fix the sheet and run again")
     if counts["failed"]:
-        out.append(f"{_rows(counts['failed'])} failed at Toloka — see the errors column")
+        out.append(f"{_rows(counts['failed'])} failed at Toloka, not paid — see the errors column; "
+                   "`payout retry` re-sends those with a retryable error")
     if counts["duplicate"]:
         out.append(f"{_rows(counts['duplicate'])} duplicate — see the note column for the row each repeats")
-    if summary["pending_count"]:
+    if counts["pending"]:
         when = f" after {summary['rerun_after']}" if summary.get("rerun_after") else ""
-        out.append(
-            f"{_rows(summary['pending_count'])} pending — run `payout run` again{when}; nothing is paid twice"
-        )
+        out.append(f"{_rows(counts['pending'])} pending — run `payout run` again{when}; nothing is paid twice")
+    if counts["unknown"]:
+        out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; `payout audit` settles them")
     return out
 
 

@@ -146,7 +146,8 @@ def test_format_summary_tells_finance_amounts_and_what_needs_attention():
     assert "  Paid                 2 rows          $1,236.00\n" in text
     assert "  Already paid         1 row   $9,999,999,999.99\n" in text
     assert "1 row invalid — see the errors column" in text
-    assert "2 rows pending — run `payout run` again after 2026-11-26 00:00 UTC" in text
+    assert "1 row pending — run `payout run` again after 2026-11-26 00:00 UTC" in text
+    assert "1 row of unknown outcome — never re-sent; `payout audit` settles them" in text
     assert "Planned" not in text
     assert text.endswith("Report: data/reports/r1/rows.parquet")
 
