@@ -37,9 +37,11 @@ def json_cents(amount: Any) -> int:
     return int((Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount))) * 100)
 
 
-def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.DataFrame) -> pd.DataFrame:
+def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.DataFrame,
+              unknown_rows: pd.DataFrame | None = None) -> pd.DataFrame:
     """Pure comparison. `ledger_rows`: paid rows (row_key, source_file, source_row, user_id, amount_cents,
-    bonus_id); `server`: bonuses (bonus_id, user_id, amount_cents, created) seen on the server."""
+    bonus_id); `server`: bonuses (bonus_id, user_id, amount_cents, created) seen on the server;
+    `unknown_rows`: rows of unknown outcome, named as the likely owner of an unexpected bonus they match."""
     by_id = server.set_index("bonus_id")
     out: list[dict[str, Any]] = []
     for r in ledger_rows.itertuples(index=False):
@@ -54,13 +56,19 @@ def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.D
         detail = None if same else (f"server has user {s['user_id']} amount {format_cents(int(s['amount_cents']))}")
         out.append({**base, "kind": "matched" if same else "mismatched",
                     "server_amount_cents": int(s["amount_cents"]), "detail": detail})
-    users = set(ledger_rows["user_id"])
+    unknown = unknown_rows if unknown_rows is not None else ledger_rows.iloc[:0]
+    owners = {(u, int(a)): f"{f}:{r}" for u, a, f, r in
+              zip(unknown["user_id"], unknown["amount_cents"], unknown["source_file"], unknown["source_row"])}
+    users = set(ledger_rows["user_id"]) | set(unknown["user_id"])
     strays = server[~server["bonus_id"].isin(known_bonus_ids) & server["user_id"].isin(users)]
     for s in strays.itertuples(index=False):
+        owner = owners.get((s.user_id, int(s.amount_cents)))
+        detail = f"bonus created {s.created} is not in the ledger"
+        if owner:
+            detail += f"; probably the bonus of row {owner}, whose outcome the ledger marks unknown"
         out.append({"row_key": None, "source_file": None, "source_row": None, "user_id": s.user_id,
                     "ledger_amount_cents": None, "bonus_id": s.bonus_id, "kind": "unexpected",
-                    "server_amount_cents": int(s.amount_cents),
-                    "detail": f"bonus created {s.created} is not in the ledger"})
+                    "server_amount_cents": int(s.amount_cents), "detail": detail})
     cols = ["kind", "row_key", "source_file", "source_row", "user_id", "ledger_amount_cents",
             "server_amount_cents", "bonus_id", "detail"]
     return pd.DataFrame(out, columns=cols)
@@ -101,13 +109,14 @@ def run_audit(settings: Settings, target: Target, args: argparse.Namespace) -> i
                 raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
             batch_id = info["batch_id"]
         rows = ledger.rows_frame(batch_id=batch_id, statuses=("paid",))
+        unknown = ledger.rows_frame(batch_id=batch_id, statuses=("unknown",))
         known = set(ledger.rows_frame(statuses=("paid",))["bonus_id"].dropna())
         ops = ledger.operations_frame()
         if batch_id:
             ops = ops[ops["batch_id"] == batch_id]
     with make_client(target, settings) as client:
         server = fetch_server_bonuses(client, rows, _window(ops))
-    result = reconcile(rows, known, server)
+    result = reconcile(rows, known, server, unknown)
     counts = {k: int((result["kind"] == k).sum()) for k in KINDS}
     out_dir = Path(settings.out_dir) / (args.run_id or audit_id)
     out_dir.mkdir(parents=True, exist_ok=True)

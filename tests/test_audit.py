@@ -58,3 +58,15 @@ def test_audit_of_one_run_scopes_to_its_batch(sandbox, payout, tmp_path) -> None
     assert payout("audit", "--api-url", sandbox.url, "--run", run_id) == 0
     table = pd.read_parquet(tmp_path / "reports" / run_id / "audit.parquet")
     assert table["kind"].value_counts().to_dict() == {"matched": 3}
+
+
+def test_reconcile_names_the_unknown_row_an_unexpected_bonus_probably_belongs_to() -> None:
+    from pipeline.audit import reconcile
+
+    cols = ["row_key", "source_file", "source_row", "user_id", "amount_cents", "bonus_id"]
+    paid = pd.DataFrame([["k1", "s.csv", 2, uid(1), 100, "100000000001"]], columns=cols)
+    unknown = pd.DataFrame([["k2", "s.csv", 3, uid(2), 250, None]], columns=cols)
+    server = pd.DataFrame([["100000000001", uid(1), 100, "t"], ["100000000002", uid(2), 250, "t"]],
+                          columns=["bonus_id", "user_id", "amount_cents", "created"])
+    result = reconcile(paid, {"100000000001"}, server, unknown).set_index("kind")
+    assert "row s.csv:3" in result.loc["unexpected", "detail"]
