@@ -13,7 +13,7 @@ import structlog
 
 from pipeline import logs, report
 from pipeline.config import Settings, load_settings, token_from_env
-from pipeline.errors import PayoutError, UsageError
+from pipeline.errors import PayoutError
 from pipeline.run import RunResult, Target, retry_failed, run_payout
 
 EXIT_CODES = """exit codes:
@@ -131,9 +131,6 @@ def main(argv: list[str] | None = None) -> int:
             return run_sandbox(args)
         settings = settings_from(args)
         if args.command == "run":
-            for n in ("chunk_size", "concurrency"):
-                if getattr(args, n) is not None and getattr(args, n) < 1:
-                    raise UsageError(f"--{n.replace('_', '-')} must be at least 1")
             if args.dry_run:
                 result = run_payout(args.sheets, settings, None, batch_id=args.batch_id, dry_run=True)
             else:
