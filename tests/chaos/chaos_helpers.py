@@ -23,7 +23,7 @@ import requests
 
 from payout_helpers import paid_multiset
 from sandbox_fixtures import TOKEN, stats
-from sheet_factory import row, uid, write_csv
+from sheet_factory import row, write_csv
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRIALS = 20

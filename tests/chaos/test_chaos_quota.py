@@ -27,7 +27,8 @@ QUOTA = 3  # POSTs allowed per day; the sheet needs 6
 def test_daily_quota_spent_stops_cleanly_with_pending_rows_then_next_run_finishes(tmp_path: Path) -> None:
     config = write_config(tmp_path / "chaos.toml")
     sheet = make_sheet(tmp_path / "quota.csv", 1200, user_base=4_000_000, seed=21, n_invalid=5)
-    with SandboxProcess(tmp_path / "sandbox.sqlite", "--daily-quota", str(QUOTA), "--faults", "slow_op_ms=100") as server:
+    args = ("--daily-quota", str(QUOTA), "--faults", "slow_op_ms=100")
+    with SandboxProcess(tmp_path / "sandbox.sqlite", *args) as server:
         payout = Payout(sheet.path, server.url, tmp_path / "ledger.sqlite", tmp_path / "reports", config,
                         chunk_size=200, concurrency=2)
         log = tmp_path / "first.log"
