@@ -161,54 +161,95 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
                   already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
                   planned: pd.DataFrame | None) -> pd.DataFrame:
     """One report row per input row, in sheet order, with its status, errors and ids."""
+    import numpy as np  # local: this function is the only numpy user in this module
     out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]].copy()
     out.insert(0, "run_id", run_id)
     n = len(out)
-    status = pd.Series(["invalid"] * n, index=out.index, dtype=object)
-    note = pd.Series([None] * n, index=out.index, dtype=object)
-    operation_id = pd.Series([None] * n, index=out.index, dtype=object)
-    bonus_id = pd.Series([None] * n, index=out.index, dtype=object)
-    row_errors: list[list[dict[str, str]]] = [[] for _ in range(n)]
-    pos = pd.Series(range(n), index=out["row_key"].to_numpy())
+    # Plain object arrays and one hash index of row keys: no per-row Python work on the 1M-row paths.
+    status = np.full(n, "invalid", dtype=object)
+    note = np.full(n, None, dtype=object)
+    operation_id = np.full(n, None, dtype=object)
+    bonus_id = np.full(n, None, dtype=object)
+    row_errors = np.full(n, None, dtype=object)  # a list only where a row has errors (the report writes [] for None)
+    keys_arr = out["row_key"].to_numpy(dtype=object)
+    key_index: list[pd.Index] = []
+
+    def positions(sub: pd.DataFrame) -> np.ndarray:
+        """Row positions of `sub` in `keyed`: by its index labels (the stages keep them), checked against the row
+        keys; by a hash lookup of the keys only if the labels do not line up."""
+        keys_sub = sub["row_key"].to_numpy(dtype=object)
+        idx = out.index.get_indexer(sub.index) if out.index.is_unique else np.full(len(sub), -1)
+        if (idx < 0).any() or not (keys_arr[idx] == keys_sub).all():
+            if not key_index:
+                key_index.append(pd.Index(keys_arr))
+            idx = key_index[0].get_indexer(keys_sub)
+            if (idx < 0).any():
+                raise KeyError("report rows: a row key not in the sheet")
+        return idx
+
+    def add_errors(at: np.ndarray, lists: list[list[dict[str, str]]]) -> None:
+        for i, errs in zip(at.tolist(), lists):
+            row_errors[i] = (row_errors[i] or []) + errs
 
     if len(errors):
-        where = {(f, r): i for i, (f, r) in enumerate(zip(out["source_file"], out["source_row"]))}
-        for f, r, c, code, msg in errors[["source_file", "source_row", "column", "code", "message"]].itertuples(
-                index=False):
-            row_errors[where[(f, r)]].append({"column": c, "code": code, "message": msg})
+        err = errors[["source_file", "source_row", "column", "code", "message"]]
+        at = np.full(len(err), -1, dtype=np.int64)
+        files = out["source_file"].to_numpy(dtype=object)
+        lines = out["source_row"].to_numpy(dtype="int64")
+        err_files = err["source_file"].to_numpy(dtype=object)
+        err_lines = err["source_row"].to_numpy(dtype="int64")
+        for f in pd.unique(err_files):  # a few files: one int64 lookup per file, not a 1M-entry tuple index
+            in_file = np.flatnonzero(files == f)
+            mine = np.flatnonzero(err_files == f)
+            found = pd.Index(lines[in_file]).get_indexer(err_lines[mine])
+            at[mine] = np.where(found >= 0, in_file[np.maximum(found, 0)], -1)
+        if (at < 0).any():
+            raise KeyError("report rows: a validation error for a row not in the sheet")
+        order = np.argsort(at, kind="stable")
+        at_sorted = at[order]
+        starts = np.flatnonzero(np.r_[True, at_sorted[1:] != at_sorted[:-1]])
+        records = [{"column": c, "code": code, "message": msg} for c, code, msg in zip(
+            err["column"].to_numpy(dtype=object)[order], err["code"].to_numpy(dtype=object)[order],
+            err["message"].to_numpy(dtype=object)[order])]
+        bounds = np.r_[starts, len(order)].tolist()
+        add_errors(at_sorted[starts], [records[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
 
     if len(duplicates):
-        idx = pos[duplicates["row_key"].to_numpy()].to_numpy()
-        status.iloc[idx] = "duplicate"
-        note.iloc[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy()
+        idx = positions(duplicates)
+        status[idx] = "duplicate"
+        note[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy(dtype=object)
     if len(already_paid):
-        idx = pos[already_paid["row_key"].to_numpy()].to_numpy()
-        status.iloc[idx] = "already_paid"
-        bonus_id.iloc[idx] = already_paid["bonus_id"].to_numpy()
-        note.iloc[idx] = ("paid by run " + already_paid["run_id"].astype(str)).to_numpy()
+        idx = positions(already_paid)
+        status[idx] = "already_paid"
+        bonus_id[idx] = already_paid["bonus_id"].to_numpy(dtype=object)
+        note[idx] = ("paid by run " + already_paid["run_id"].astype(str)).to_numpy(dtype=object)
     if len(to_pay):
-        st = to_pay[["row_key"]].merge(states, on="row_key", how="left")
-        idx = pos[st["row_key"].to_numpy()].to_numpy()
-        mapped = st["status"].map(LEDGER_TO_REPORT)
+        st = to_pay[["row_key"]].merge(states, on="row_key", how="left")  # keeps to_pay's order
+        idx = positions(to_pay)
+        mapped = st["status"].map(LEDGER_TO_REPORT).to_numpy(dtype=object)
+        ops = st["operation_id"].to_numpy(dtype=object)
         if planned is not None:  # dry run: what would be sent now
-            mapped = mapped.where(~st["row_key"].isin(planned["row_key"]), "planned")
-        status.iloc[idx] = mapped.to_numpy()
-        operation_id.iloc[idx] = st["operation_id"].to_numpy()
-        bonus_id.iloc[idx] = st["bonus_id"].to_numpy()
-        if planned is not None and len(planned):
-            plan_ops = dict(zip(planned["row_key"], planned["operation_id"]))
-            operation_id.iloc[idx] = [plan_ops.get(k, o) for k, o in zip(st["row_key"], st["operation_id"])]
-        for i, text, s in zip(idx, st["errors"], mapped):
-            if isinstance(text, str) and s != "planned":
-                row_errors[i].extend(orjson.loads(text))
-        unknown = idx[(mapped == "unknown").to_numpy()]
-        note.iloc[unknown] = "outcome unknown: never resent; run `payout audit` to settle it"
-
-    out["status"] = status.to_numpy()
+            plan_ops = pd.Series(planned["operation_id"].to_numpy(dtype=object),
+                                 index=planned["row_key"].to_numpy(dtype=object))
+            plan_at = plan_ops.index.get_indexer(st["row_key"].to_numpy(dtype=object))
+            hit = plan_at >= 0
+            mapped[hit] = "planned"
+            if hit.any():
+                ops = ops.copy()
+                ops[hit] = plan_ops.to_numpy()[plan_at[hit]]
+        status[idx] = mapped
+        operation_id[idx] = ops
+        bonus_id[idx] = st["bonus_id"].to_numpy(dtype=object)
+        texts = st["errors"].to_numpy(dtype=object)
+        with_text = np.flatnonzero(pd.notna(texts) & (mapped != "planned"))
+        if len(with_text):
+            add_errors(idx[with_text], [orjson.loads(t) for t in texts[with_text]])
+        note[idx[mapped == "unknown"]] = "outcome unknown: never resent; run `payout audit` to settle it"
+    out["status"] = status
     out["errors"] = row_errors
-    out["operation_id"] = operation_id.to_numpy()
-    out["bonus_id"] = bonus_id.to_numpy()
-    out["note"] = note.to_numpy()
+    out["operation_id"] = operation_id
+    out["bonus_id"] = bonus_id
+    out["note"] = note
     return out.reset_index(drop=True)
 
 
