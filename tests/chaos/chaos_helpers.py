@@ -36,6 +36,11 @@ def trials(default: int = DEFAULT_TRIALS) -> int:
     return max(1, int(os.environ.get("PAYOUT_CHAOS_TRIALS", default)))
 
 
+def timeout_for(n_trials: int, per_trial_s: float = 30.0) -> int:
+    """A pytest-timeout budget that grows with N (the project default of 300 s fits N=20, not the long run)."""
+    return int(max(300.0, 120.0 + per_trial_s * n_trials))
+
+
 def base_seed() -> int:
     """`PAYOUT_CHAOS_SEED` shifts every seed of the suite (default 0), to explore other schedules."""
     return int(os.environ.get("PAYOUT_CHAOS_SEED", "0"))

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from chaos_helpers import (
     Payout,
     add_counts,
@@ -17,6 +19,7 @@ from chaos_helpers import (
     make_sheet,
     record,
     trials,
+    timeout_for,
     write_config,
 )
 from sandbox_fixtures import SandboxProcess, set_faults, stats
@@ -28,6 +31,7 @@ FAULTS = ("http_500=0.08,http_503=0.07,http_429=0.05,burst_429=3,reset_after_com
 N_VALID = 1000
 
 
+@pytest.mark.timeout(timeout_for(max(2, trials() // 5)))
 def test_faulty_server_converges_to_each_valid_row_paid_exactly_once(tmp_path: Path) -> None:
     n_trials, seed0 = max(2, trials() // 5), base_seed()
     config = write_config(tmp_path / "chaos.toml")

@@ -14,6 +14,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from chaos_helpers import (
     Payout,
     bonuses_since,
@@ -26,6 +28,7 @@ from chaos_helpers import (
     make_sheet,
     record,
     trials,
+    timeout_for,
     write_config,
 )
 from sandbox_fixtures import SandboxProcess, stats
@@ -53,6 +56,7 @@ def stage_of_kill(ledger: Path, server_paid: int) -> str:
     return "intent_before_post"
 
 
+@pytest.mark.timeout(timeout_for(trials()))
 def test_kill_9_at_random_points_then_rerun_pays_each_valid_row_exactly_once(tmp_path: Path) -> None:
     n_trials, seed0 = trials(), base_seed()
     config = write_config(tmp_path / "chaos.toml")

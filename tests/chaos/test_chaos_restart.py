@@ -8,6 +8,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from chaos_helpers import (
     Payout,
     base_seed,
@@ -17,6 +19,7 @@ from chaos_helpers import (
     make_sheet,
     record,
     trials,
+    timeout_for,
     write_config,
 )
 from sandbox_fixtures import SandboxProcess, stats
@@ -24,6 +27,7 @@ from sandbox_fixtures import SandboxProcess, stats
 SANDBOX_ARGS = ("--faults", "latency_ms=5,slow_op_ms=300")
 
 
+@pytest.mark.timeout(timeout_for(max(2, trials() // 4)))
 def test_server_killed_and_restarted_mid_run_converges_to_exactly_once(tmp_path: Path) -> None:
     n_trials, seed0 = max(2, trials() // 4), base_seed()
     config = write_config(tmp_path / "chaos.toml")
