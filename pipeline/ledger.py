@@ -202,10 +202,10 @@ class Ledger:
         """
         cols = ["row_key", "status", "attempt", "operation_id", "bonus_id", "paid_run_id", "errors", "retryable"]
         select = f"SELECT {', '.join('r.' + c for c in cols)} FROM "
-        wanted = list(dict.fromkeys(row_keys))
         with self._mutex:
             top = self.db.execute("SELECT MAX(rowid) FROM rows").fetchone()[0]
-            if not wanted or top is None:
+            wanted = list(dict.fromkeys(row_keys)) if top is not None else []
+            if not wanted:
                 got: list[Any] = []
             elif top <= len(wanted) // 4:
                 keep = set(wanted)
