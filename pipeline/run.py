@@ -154,7 +154,7 @@ def _plan_new_attempts(to_pay: pd.DataFrame, known: pd.DataFrame, batch_id: str,
     if not parts:
         return to_pay.iloc[:0].assign(chunk_no=pd.Series(dtype="int64"), operation_id=pd.Series(dtype=object),
                                       attempt=pd.Series(dtype="int64"))
-    return pd.concat(parts, ignore_index=True)
+    return pd.concat(parts)  # keeps to_pay's index labels: assemble_rows places planned rows by them
 
 
 def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
@@ -162,7 +162,7 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
                   planned: pd.DataFrame | None) -> pd.DataFrame:
     """One report row per input row, in sheet order, with its status, errors and ids."""
     import numpy as np  # local: this function is the only numpy user in this module
-    out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]].copy()
+    out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]]  # a new frame (copy-on-write)
     out.insert(0, "run_id", run_id)
     n = len(out)
     # Plain object arrays and one hash index of row keys: no per-row Python work on the 1M-row paths.
@@ -227,29 +227,24 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
         st = to_pay[["row_key"]].merge(states, on="row_key", how="left")  # keeps to_pay's order
         idx = positions(to_pay)
         mapped = st["status"].map(LEDGER_TO_REPORT).to_numpy(dtype=object)
-        ops = st["operation_id"].to_numpy(dtype=object)
-        if planned is not None:  # dry run: what would be sent now
-            plan_ops = pd.Series(planned["operation_id"].to_numpy(dtype=object),
-                                 index=planned["row_key"].to_numpy(dtype=object))
-            plan_at = plan_ops.index.get_indexer(st["row_key"].to_numpy(dtype=object))
-            hit = plan_at >= 0
-            mapped[hit] = "planned"
-            if hit.any():
-                ops = ops.copy()
-                ops[hit] = plan_ops.to_numpy()[plan_at[hit]]
         status[idx] = mapped
-        operation_id[idx] = ops
+        operation_id[idx] = st["operation_id"].to_numpy(dtype=object)
         bonus_id[idx] = st["bonus_id"].to_numpy(dtype=object)
         texts = st["errors"].to_numpy(dtype=object)
-        with_text = np.flatnonzero(pd.notna(texts) & (mapped != "planned"))
+        with_text = np.flatnonzero(pd.notna(texts))
         if len(with_text):
             add_errors(idx[with_text], [orjson.loads(t) for t in texts[with_text]])
         note[idx[mapped == "unknown"]] = "outcome unknown: never resent; run `payout audit` to settle it"
-    out["status"] = status
-    out["errors"] = row_errors
-    out["operation_id"] = operation_id
-    out["bonus_id"] = bonus_id
-    out["note"] = note
+        if planned is not None and len(planned):  # dry run: what would be sent now (valid rows: no sheet errors)
+            at = positions(planned)
+            status[at] = "planned"
+            operation_id[at] = planned["operation_id"].to_numpy(dtype=object)
+            row_errors[at] = None
+            note[at] = None
+    # object Series: pandas would otherwise convert each column to Arrow strings here, and the report again
+    for name, values in (("status", status), ("errors", row_errors), ("operation_id", operation_id),
+                         ("bonus_id", bonus_id), ("note", note)):
+        out[name] = pd.Series(values, index=out.index, dtype=object)
     return out.reset_index(drop=True)
 
 
