@@ -34,7 +34,9 @@ def build_items(rows: pd.DataFrame) -> list[bytes]:
             item["public_message"] = message
         if assignment is not None and assignment == assignment:
             item["assignment_id"] = assignment
-        items.append(orjson.dumps(item))
+        # exact-size copy: each orjson result keeps a ~4 KiB allocation alive (orjson 3.13), i.e. ~390 MiB
+        # for 100k items held until they are in the ledger; the copy is small and, reusing that block, faster
+        items.append(bytes(memoryview(orjson.dumps(item))))
     return items
 
 
