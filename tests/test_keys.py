@@ -61,3 +61,19 @@ def test_invalid_rows_get_keys_from_their_raw_amount():
 
 def test_empty_frame():
     assert keyed([]).empty
+
+
+def test_known_keys_never_change():
+    """Keys are persisted in ledgers: a changed key means a row paid twice. These hex values were computed
+    by the key code before any optimisation; any rewrite of keys.py must reproduce them exactly."""
+    rows = [row(1), row(1), row(2, amount="$2", public_title='{"RU": "Бонус", "EN": "Bonus"}',
+                                 public_message='{"TR":"Teşekkürler"}'),
+            row(3, amount="1.234", private_comment=None, assignment_id=None), row(4, amount=None, user_id="NOT-A-USER"),
+            row(5, bonus_key="PAY-5"), row(1),
+            row(6, public_title="not json", without_message="yes", private_comment="ünï ✓ 😀"),
+            row(7, amount="100.00", public_title=None, public_message=None, without_message="true")]
+    assert keyed(rows, batch="batch-pin")["row_key"].tolist() == [
+        "62f3f17554a375f9761462f06f7e7f84", "c5a156a121efda55d730f2debdd36e06", "42ad5ffecb972b57d6cc09deb0d13817",
+        "a267173d14e3cff0e54c6a6f60a793fe", "4c41047d28c36cc21c28f21b6e43dc6c", "e3d48a3c0ed988a63021ca74b0ff529f",
+        "284a573819dbe4edf95d8b5ec92accc2", "71beb009b7e1b4c6e9e7f6109ac93228", "761e2f3938946338c9cf1a3b2c6b96d7",
+    ]
