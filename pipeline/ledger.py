@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS rows (
     user_id      TEXT NOT NULL,
     amount_cents INTEGER NOT NULL,
     item         BLOB NOT NULL,     -- the exact JSON object sent for this row (without __item_idx)
-    status       TEXT NOT NULL,     -- planned | submitted | paid | failed | unknown
+    status       TEXT NOT NULL,     -- planned | paid | failed | unknown (in flight = its operation's state)
     attempt      INTEGER NOT NULL,
     operation_id TEXT,
     bonus_id     TEXT,
@@ -51,7 +51,8 @@ CREATE TABLE IF NOT EXISTS rows (
     updated      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS rows_by_op ON rows(operation_id);
-CREATE INDEX IF NOT EXISTS rows_by_batch_status ON rows(batch_id, status);
+-- Not indexed by status: every outcome would then rewrite index entries; batches are scanned instead.
+CREATE INDEX IF NOT EXISTS rows_by_batch ON rows(batch_id);
 CREATE TABLE IF NOT EXISTS operations (
     operation_id TEXT PRIMARY KEY,
     batch_id     TEXT NOT NULL,
@@ -291,13 +292,12 @@ class Ledger:
         return [Operation(*r) for r in rows]
 
     def mark_submitted(self, operation_id: str, op: dict[str, Any]) -> None:
-        now = utcnow()
+        """The server holds the operation. Its rows stay `planned` (one state per row less to write):
+        a row is in flight exactly while its operation is open."""
         self._tx([
             ("UPDATE operations SET state='submitted', status=?, submitted=?, started=?, finished=?, progress=?,"
              " details=?, updated=? WHERE operation_id=? AND state IN ('planned','submitted')",
-             (*_op_fields(op), now, operation_id), False),
-            ("UPDATE rows SET status='submitted', updated=? WHERE operation_id=? AND status='planned'",
-             (now, operation_id), False),
+             (*_op_fields(op), utcnow(), operation_id), False),
         ])
 
     def record_outcome(self, operation_id: str, op: dict[str, Any] | None, results: Sequence[RowResult],
@@ -312,7 +312,7 @@ class Ledger:
              " details=COALESCE(?, details), updated=? WHERE operation_id=?",
              (state, *op_fields, now, operation_id), False),
             ("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, updated=?"
-             " WHERE row_key=? AND operation_id=? AND status IN ('planned','submitted')",
+             " WHERE row_key=? AND operation_id=? AND status='planned'",
              [(r.status, r.bonus_id, orjson.dumps(r.errors).decode() if r.errors else None, int(r.retryable),
                run_id if r.status == "paid" else None, now, r.row_key, operation_id) for r in results], True),
         ])

@@ -25,9 +25,7 @@ from pipeline.toloka import RetryPolicy, TolokaClient
 
 log = structlog.get_logger("payout.run")
 
-IN_FLIGHT = ("planned", "submitted")
-LEDGER_TO_REPORT = {"paid": "paid", "failed": "failed", "planned": "pending", "submitted": "pending",
-                    "unknown": "unknown"}
+LEDGER_TO_REPORT = {"paid": "paid", "failed": "failed", "planned": "pending", "unknown": "unknown"}
 NEEDS_ATTENTION = ("failed", "invalid", "duplicate", "pending", "unknown")
 
 
@@ -289,7 +287,7 @@ def retry_failed(settings: Settings, target: Target, *, run_id: str | None = Non
     with Ledger(settings.ledger_path) as ledger:
         if run_id is not None and ledger.run_info(run_id) is None:
             raise PayoutError(f"no run {run_id} in ledger {settings.ledger_path}")
-        candidates = ledger.rows_frame(run_id=run_id, statuses=("failed", "planned", "submitted"))
+        candidates = ledger.rows_frame(run_id=run_id, statuses=("failed", "planned"))
         retryable = candidates[(candidates["status"] == "failed") & (candidates["retryable"] == 1)]
         ledger.start_run(retry_id, None, "retry", {"of_run": run_id})
         for (batch_id, prev), group in retryable.groupby(["batch_id", "attempt"], sort=True):
