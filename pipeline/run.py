@@ -140,19 +140,27 @@ def _plan_new_attempts(to_pay: pd.DataFrame, known: pd.DataFrame, batch_id: str,
 
     Rows in flight or of unknown outcome are not planned again: they are resumed or left for audit.
     """
-    state = to_pay[["row_key"]].merge(known[["row_key", "status", "attempt"]], on="row_key", how="left")
-    fresh = to_pay[state["status"].isna().to_numpy()]
-    failed_mask = (state["status"] == "failed").to_numpy()
+    if len(known) == 0:  # a fresh ledger (every dry run of a new batch): all rows are new, no 1M-row merge/take
+        status = pd.Series(None, index=range(len(to_pay)), dtype=object)
+        attempts = status
+    else:
+        state = to_pay[["row_key"]].merge(known[["row_key", "status", "attempt"]], on="row_key", how="left")
+        status, attempts = state["status"], state["attempt"]
+    fresh_mask = status.isna().to_numpy()
+    fresh = to_pay if fresh_mask.all() else to_pay[fresh_mask]  # no copy of the whole frame when all are new
+    failed_mask = (status == "failed").to_numpy()
     parts = [plan.plan_chunks(fresh, batch_id, chunk_size, attempt=1).assign(attempt=1)] if len(fresh) else []
-    failed = to_pay[failed_mask].assign(_prev=state.loc[failed_mask, "attempt"].astype(int).to_numpy())
-    for prev, group in failed.groupby("_prev", sort=True):
-        attempt = int(prev) + 1
-        parts.append(plan.plan_chunks(group.drop(columns="_prev"), batch_id, chunk_size, attempt=attempt)
-                     .assign(attempt=attempt))
+    if failed_mask.any():
+        failed = to_pay[failed_mask].assign(_prev=attempts[failed_mask].astype(int).to_numpy())
+        for prev, group in failed.groupby("_prev", sort=True):
+            attempt = int(prev) + 1
+            parts.append(plan.plan_chunks(group.drop(columns="_prev"), batch_id, chunk_size, attempt=attempt)
+                         .assign(attempt=attempt))
     if not parts:
         return to_pay.iloc[:0].assign(chunk_no=pd.Series(dtype="int64"), operation_id=pd.Series(dtype=object),
                                       attempt=pd.Series(dtype="int64"))
-    return pd.concat(parts)  # keeps to_pay's index labels: assemble_rows places planned rows by them
+    # keeps to_pay's index labels: assemble_rows places planned rows by them; one part needs no concat (a copy)
+    return parts[0] if len(parts) == 1 else pd.concat(parts)
 
 
 def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
