@@ -95,7 +95,9 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
         raise
     except Exception as exc:  # any reader failure is "this file cannot be read", never a traceback
         raise SheetError(f"{name}: cannot read {kind.upper()} sheet: {_one_line(exc)}") from exc
-    return _canonical(table, name)
+    holder = [table]
+    del table  # _canonical holds the only reference, so each Arrow column is freed once converted
+    return _canonical(holder, name)
 
 
 # --- readers: each returns a pyarrow Table whose columns are all strings (nulls allowed) ----------
@@ -181,7 +183,9 @@ def _decimal_text(d: Decimal) -> str:
 # --- canonical frame ------------------------------------------------------------------------------
 
 
-def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
+def _canonical(holder: list[pa.Table], name: str) -> pd.DataFrame:
+    """`holder` is a one-element list: the table is taken out of it so it can be freed column by column."""
+    table = holder.pop()
     raw_names = list(table.column_names)
     norm = [normalise_header(n) for n in raw_names]
     seen: dict[str, str] = {}
@@ -190,6 +194,8 @@ def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
             raise SheetError(f"{name}: columns {seen[n]!r} and {raw!r} mean the same thing")
         seen[n] = raw
     columns = {n: table.column(i) for i, n in enumerate(norm)}
+    n_rows = table.num_rows
+    del table
 
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
@@ -208,19 +214,21 @@ def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
     if unknown:
         log.warning("sheet_unknown_columns_ignored", sheet=name, columns=unknown)
 
-    n_rows = table.num_rows
+    # All object columns are written straight into the 2-D block the frame will own (source_file first):
+    # building the frame from separate arrays would copy them all once more to consolidate them.
+    block = np.empty((1 + len(TEXT_COLUMNS), n_rows), dtype=object)  # filled with None
+    block[0] = name
     cleaned: dict[str, np.ndarray] = {}
-    for c in TEXT_COLUMNS:
+    for i, c in enumerate(TEXT_COLUMNS, start=1):
         if c in LOCALISED_COLUMNS and localised[c]:
             if c in columns:
                 raise SheetError(
                     f"{name}: both a {c!r} column and per-language {c}_xx columns; keep one of the two"
                 )
-            cleaned[c] = _assemble_languages(localised[c], n_rows)
+            block[i] = _assemble_languages(localised[c], n_rows)
         elif c in columns:
-            cleaned[c] = _clean_text(columns[c])
-        else:
-            cleaned[c] = np.full(n_rows, None, dtype=object)
+            _clean_text(columns.pop(c), out=block[i])  # the Arrow column is dropped once converted
+        cleaned[c] = block[i]
 
     rows = np.arange(2, n_rows + 2, dtype=np.int64)
     # a row is dropped only if every cell is empty; look at the other cells only where both
@@ -232,11 +240,9 @@ def _canonical(table: pa.Table, name: str) -> pd.DataFrame:
         for arr in cleaned.values():
             empty &= arr[candidates] == None  # noqa: E711 - elementwise on an object array
         keep[candidates[empty]] = False
-    # explicit object Series: pandas 3 would otherwise infer its own string dtype (NaN, not None)
-    frame = pd.DataFrame(
-        {"source_file": pd.Series(np.full(n_rows, name, dtype=object), dtype=object), "source_row": rows}
-        | {c: pd.Series(cleaned[c], dtype=object, copy=False) for c in TEXT_COLUMNS}
-    )
+    # explicit object dtype: pandas 3 would otherwise infer its own string dtype (NaN, not None)
+    frame = pd.DataFrame(block.T, columns=["source_file", *TEXT_COLUMNS], dtype=object, copy=False)
+    frame.insert(1, "source_row", rows)
     if not keep.all():
         dropped = int((~keep).sum())
         log.info("sheet_empty_rows_dropped", sheet=name, rows=dropped)
@@ -249,21 +255,25 @@ def _trimmed(col: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
 
 
-def _clean_text(col: pa.ChunkedArray) -> np.ndarray:
-    """Object array of str/None (trimmed; empty -> None).
+def _clean_text(col: pa.ChunkedArray, out: np.ndarray | None = None) -> np.ndarray:
+    """Object array of str/None (trimmed; empty -> None), written into `out` when given.
 
     Sheets repeat values (amounts, titles, user ids), so each distinct text is cleaned and turned into
     a Python string once and shared by its rows: far less work and allocation than per cell.
     """
     n = len(col)
+    if out is None:
+        out = np.empty(n, dtype=object)
     if n == 0:
-        return np.empty(0, dtype=object)
+        return out
     sample = col.slice(0, 20_000)
     if pc.count_distinct(sample).as_py() > 0.95 * len(sample):  # all distinct (assignment ids): convert directly
-        return _trimmed(col).to_numpy(zero_copy_only=False).astype(object, copy=False)
+        out[:] = _trimmed(col).to_numpy(zero_copy_only=False)
+        return out
     encoded = pc.dictionary_encode(col).combine_chunks()
     uniques = np.append(_trimmed(encoded.dictionary).to_numpy(zero_copy_only=False).astype(object), None)
-    return uniques[encoded.indices.fill_null(len(uniques) - 1).to_numpy()]
+    np.take(uniques, encoded.indices.fill_null(len(uniques) - 1).to_numpy(), out=out)
+    return out
 
 
 def _all_empty(col: pa.ChunkedArray) -> bool:
