@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -103,10 +104,20 @@ ROWS_PER_BATCH = 200_000
 
 def _write_rows(rows: pd.DataFrame, path: Path) -> None:
     """rows.parquet converted and written a slice at a time: the Arrow copy of a 1M-row report (~250 MiB) is
-    never whole in memory. Same schema and values; one row group per slice."""
-    with pq.ParquetWriter(path, ROWS_SCHEMA) as writer:
+    never whole in memory. Same schema and values; one row group per slice.
+
+    Converting a slice needs the GIL (Python objects -> Arrow); encoding and compressing one does not, so a
+    writer thread encodes slice k while this thread converts slice k+1 (at most two slices alive)."""
+    with pq.ParquetWriter(path, ROWS_SCHEMA) as writer, ThreadPoolExecutor(1) as pool:
+        pending = None
         for start in range(0, max(len(rows), 1), ROWS_PER_BATCH):
-            writer.write_table(rows_to_table(rows.iloc[start:start + ROWS_PER_BATCH]))
+            table = rows_to_table(rows.iloc[start:start + ROWS_PER_BATCH])
+            if pending is not None:
+                pending.result()  # in order, and re-raises a write error here
+            pending = pool.submit(writer.write_table, table)
+            del table
+        if pending is not None:
+            pending.result()
 
 
 def _check_rows(rows: pd.DataFrame) -> None:
