@@ -99,7 +99,7 @@ def read_rows(run_dir: Path) -> pd.DataFrame:
     return frame[_INPUT_COLUMNS]
 
 
-ROWS_PER_BATCH = 200_000
+ROWS_PER_BATCH = 100_000
 
 
 def _write_rows(rows: pd.DataFrame, path: Path) -> None:
