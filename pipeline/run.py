@@ -230,13 +230,19 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
         bonus_id[idx] = already_paid["bonus_id"].to_numpy(dtype=object)
         note[idx] = ("paid by run " + already_paid["run_id"].astype(str)).to_numpy(dtype=object)
     if len(to_pay):
-        st = to_pay[["row_key"]].merge(states, on="row_key", how="left")  # keeps to_pay's order
         idx = positions(to_pay)
-        mapped = st["status"].map(LEDGER_TO_REPORT).to_numpy(dtype=object)
+        if len(states):
+            st = to_pay[["row_key"]].merge(states[["row_key", "status", "operation_id", "bonus_id", "errors"]],
+                                           on="row_key", how="left")  # keeps to_pay's order
+            st_status, st_op, st_bonus, texts = (st[c].to_numpy(dtype=object)
+                                                 for c in ("status", "operation_id", "bonus_id", "errors"))
+            del st
+            mapped = pd.Series(st_status, dtype=object).map(LEDGER_TO_REPORT).to_numpy(dtype=object)
+        else:  # the ledger knows none of them (a dry run of a new batch): what the merge would give, no 1M-row join
+            st_status = st_op = st_bonus = texts = mapped = np.full(len(to_pay), np.nan, dtype=object)
         status[idx] = mapped
-        operation_id[idx] = st["operation_id"].to_numpy(dtype=object)
-        bonus_id[idx] = st["bonus_id"].to_numpy(dtype=object)
-        texts = st["errors"].to_numpy(dtype=object)
+        operation_id[idx] = st_op
+        bonus_id[idx] = st_bonus
         with_text = np.flatnonzero(pd.notna(texts))
         if len(with_text):
             add_errors(idx[with_text], [orjson.loads(t) for t in texts[with_text]])
