@@ -215,7 +215,6 @@ def _check(code: ErrorCode, fn: Callable[[pd.Series], Any]) -> pa.Check:
 
 def _schema(ctx: _Context) -> pa.DataFrameSchema:
     r = ctx.rules
-    notna = lambda s: s.notna().to_numpy()  # noqa: E731
 
     def user_id_ok(s: pd.Series) -> np.ndarray:
         codes, uniques = _distinct(s)
@@ -233,6 +232,7 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
     def text_checks(column: str, max_len: int) -> list[pa.Check]:
         wm, wm_ok = ctx.without_message()
         has_text = lambda: ctx.text_attr(column, lambda p: p.n_languages > 0, False, bool)  # noqa: E731
+        present = lambda: ctx.text_objects(column)[0] >= 0  # noqa: E731 - notna from the cached codes, no isna pass
         return [
             _check(ErrorCode.NOT_A_TEXT_OBJECT, lambda s: ctx.text_attr(column, lambda p: p.problem is None, True, bool)),
             _check(ErrorCode.LANGUAGE_NOT_ALLOWED, lambda s: ctx.text_attr(
@@ -240,10 +240,18 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
             _check(ErrorCode.TEXT_TOO_LONG, lambda s: ctx.text_attr(column, lambda p: p.longest <= max_len, True, bool)),
             # the without_message rule: judged only where without_message itself is readable and the
             # cell is not already reported as broken JSON
-            _check(ErrorCode.TEXT_NOT_ALLOWED, lambda s: ~(wm & wm_ok & notna(s))),
+            _check(ErrorCode.TEXT_NOT_ALLOWED, lambda s: ~(wm & wm_ok & present())),
             _check(ErrorCode.TEXT_REQUIRED, lambda s: wm | ~wm_ok | has_text()
-                   | (notna(s) & ~ctx.text_attr(column, lambda p: p.problem is None, True, bool))),
+                   | (present() & ~ctx.text_attr(column, lambda p: p.problem is None, True, bool))),
         ]
+
+    def bonus_key_first(s: pd.Series) -> np.ndarray:
+        """False for a filled bonus key seen on an earlier row (by value, via the codes of its texts)."""
+        codes, _ = _distinct(s)
+        filled = codes >= 0
+        if not filled.any():  # the usual sheet: no bonus_key column at all
+            return np.ones(len(codes), dtype=bool)
+        return ~(filled & pd.Series(codes).duplicated(keep="first").to_numpy())
 
     def length_ok(column: str, max_len: int) -> Callable[[pd.Series], np.ndarray]:
         return lambda s: ctx.lengths(column) <= max_len
@@ -269,7 +277,7 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
             nullable=True,
             checks=[
                 _check(ErrorCode.TEXT_TOO_LONG, length_ok("bonus_key", r.max_bonus_key_len)),
-                _check(ErrorCode.BONUS_KEY_REPEATED, lambda s: ~(s.notna() & s.duplicated(keep="first")).to_numpy()),
+                _check(ErrorCode.BONUS_KEY_REPEATED, bonus_key_first),
             ],
         ),
     }
