@@ -20,6 +20,7 @@ from typing import Any
 import structlog
 
 from pipeline.errors import (
+    ApiError,
     ApiRejectedError,
     ApiTransientError,
     ApiUnreachable,
@@ -120,40 +121,33 @@ class Executor:
             log.warning("operation_missing_on_server", operation_id=op.operation_id)
         body = body_for(rows)
         attempt = 0
-        while True:
-            if self._stop.is_set():
-                return None
+        while not self._stop.is_set():
             try:
                 remote = self.client.create_bonuses_async(body, op.operation_id)
                 self.ledger.mark_submitted(op.operation_id, remote)
                 self._event("submitted")
                 return remote
-            except QuotaExhausted:
-                raise
-            except AuthRefused:
+            except (QuotaExhausted, AuthRefused):
                 raise
             except ApiRejectedError as e:
-                if e.code == "OPERATION_ALREADY_EXISTS":
-                    self._event("already_exists")
-                    remote = self._lookup(op.operation_id)
-                    if remote is not None:
-                        self.ledger.mark_submitted(op.operation_id, remote)
-                        return remote
-                    continue
-                self._reject(op, rows, e)
-                return None
+                if e.code != "OPERATION_ALREADY_EXISTS":
+                    self._reject(op, rows, e)
+                    return None
+                self._event("already_exists")  # an earlier attempt reached the server: read it
+                doubt: ApiError = e
             except ApiTransientError as e:
-                # Doubt: the server may have created the operation. Ask before sending again.
-                self._event("submit_doubt")
-                log.info("submit_uncertain", operation_id=op.operation_id, error=str(e), attempt=attempt)
-                if attempt >= self.client.retry.max_retries:
-                    raise ApiUnreachable(f"could not submit operation {op.operation_id}: {e}") from e
+                self._event("submit_doubt")  # the server may have created it: ask before sending again
+                doubt = e
                 self._sleep(self.client.retry.delay(attempt, getattr(e, "retry_after", None)))
-                attempt += 1
-                remote = self._lookup(op.operation_id)
-                if remote is not None:
-                    self.ledger.mark_submitted(op.operation_id, remote)
-                    return remote
+            remote = self._lookup(op.operation_id)
+            if remote is not None:
+                self.ledger.mark_submitted(op.operation_id, remote)
+                return remote
+            log.info("submit_uncertain", operation_id=op.operation_id, error=str(doubt), attempt=attempt)
+            if attempt >= self.client.retry.max_retries:
+                raise ApiUnreachable(f"could not submit operation {op.operation_id}: {doubt}") from doubt
+            attempt += 1
+        return None
 
     def _lookup(self, operation_id: str) -> dict[str, Any] | None:
         try:

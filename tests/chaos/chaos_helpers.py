@@ -232,13 +232,18 @@ def last_bonus_id(url: str, token: str = TOKEN) -> int:
 
 
 def ledger_statuses(path: Path) -> dict[str, int]:
+    """Rows per ledger status, plus `submitted`: planned rows whose operation the server already holds."""
     if not path.exists():
         return {}
     with sqlite3.connect(path, timeout=30) as db:
         try:
-            return dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
+            counts = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
+            [(submitted,)] = db.execute(
+                "SELECT count(*) FROM rows r JOIN operations o ON r.operation_id = o.operation_id"
+                " WHERE r.status = 'planned' AND o.state = 'submitted'").fetchall()
         except sqlite3.OperationalError:  # killed before the schema existed
             return {}
+    return {**counts, "submitted": submitted} if submitted else counts
 
 
 def last_report(out: Path) -> Path:
