@@ -126,7 +126,7 @@ def run_audit(settings: Settings, target: Target, args: argparse.Namespace) -> i
                                                                     "server_amount_cents": "Int64"}),
                                                    preserve_index=False), path)
     scope = f"batch {batch_id}" if batch_id else "whole ledger"
-    print(f"Audit of {scope} against {target.api_url}")
+    print(f"Audit of {scope} against {target.label or target.api_url}")
     for k in KINDS:
         print(f"  {k:<11} {counts[k]:>9,}")
     print(f"Details: {path}")

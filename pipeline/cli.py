@@ -117,7 +117,7 @@ def api_target(settings: Settings) -> Iterator[Target]:
     db = Path(settings.ledger_path).parent / "sandbox.sqlite"
     with SandboxServer(db, token=token) as server:
         structlog.get_logger("payout").info("embedded_sandbox", url=server.url, db=str(db))
-        yield Target(server.url, token)
+        yield Target(server.url, token, label=f"embedded sandbox ({db})")
 
 
 def main(argv: list[str] | None = None) -> int:

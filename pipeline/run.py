@@ -35,6 +35,7 @@ class Target:
 
     api_url: str
     token: str
+    label: str | None = None  # how reports name it, e.g. "embedded sandbox (data/sandbox.sqlite)"
 
 
 @dataclass
@@ -274,7 +275,7 @@ def _meta(run_id: str, batch_id: str, settings: Settings, target: Target | None,
           started_at: datetime, started: float, outcome: Any) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "run_id": run_id, "batch_id": batch_id, "env": settings.env,
-        "api_url": target.api_url if target else None, "dry_run": dry_run,
+        "api_url": (target.label or target.api_url) if target else None, "dry_run": dry_run,
         "started": started_at.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 3),
