@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from pipeline import report
 from pipeline.config import Settings
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
-from pipeline.money import format_cents
+from pipeline.money import cents_from_json, format_cents
 from pipeline.run import Target, make_client, new_run_id
 from pipeline.toloka import TolokaClient
 
@@ -30,11 +29,6 @@ WINDOW_SLACK = timedelta(minutes=5)
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", dest="run_id", help="audit the batch of this run (default: the whole ledger)")
-
-
-def json_cents(amount: Any) -> int:
-    """Exact cents of an amount as JSON gave it (orjson's float repr is the decimal text the server sent)."""
-    return int((Decimal(repr(amount)) if isinstance(amount, float) else Decimal(str(amount))) * 100)
 
 
 def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.DataFrame,
@@ -86,7 +80,7 @@ def fetch_server_bonuses(client: TolokaClient, ledger_rows: pd.DataFrame, window
         if b is not None:
             seen[str(b["id"])] = b
     return pd.DataFrame(
-        [(k, b["user_id"], json_cents(b["amount"]), b.get("created")) for k, b in seen.items()],
+        [(k, b["user_id"], cents_from_json(b["amount"]), b.get("created")) for k, b in seen.items()],
         columns=["bonus_id", "user_id", "amount_cents", "created"])
 
 

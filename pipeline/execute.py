@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,10 +74,12 @@ class Executor:
         self._lock = threading.Lock()
         self._outcome = ExecutionOutcome()
 
-    def run(self, operations: Sequence[Operation]) -> ExecutionOutcome:
-        """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API."""
-        if not operations:
-            return self._outcome
+    def run(self, operations: Iterable[Operation]) -> ExecutionOutcome:
+        """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API.
+
+        `operations` may be a generator that commits each operation's intent before yielding it: workers
+        start on the first ones while later intent is still being written.
+        """
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="op") as pool:
             futures = [pool.submit(self._drive, op) for op in operations]
             for fut in as_completed(futures):

@@ -1,32 +1,8 @@
-"""Money as integer cents: parsing sheet text exactly, formatting for people and for the wire."""
+"""Money as integer cents: formatting for the wire and for people, and reading amounts back from JSON."""
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
-
-import pandas as pd
-
-CENT = Decimal("0.01")
-
-
-def parse_cents(text: object) -> int | None:
-    """Exact cents of a decimal string like "1.5" or "$1.50"; None if it is not a number with <= 2 decimals."""
-    if text is None:
-        return None
-    s = str(text).strip().lstrip("$").strip()
-    try:
-        d = Decimal(s)
-    except InvalidOperation:
-        return None
-    if not d.is_finite() or d.adjusted() > 12:
-        return None
-    if d != d.quantize(CENT):
-        return None
-    return int(d * 100)
-
-
-def cents_to_decimal(cents: int) -> Decimal:
-    return (Decimal(int(cents)) / 100).quantize(CENT)
+from decimal import Decimal
 
 
 def format_cents(cents: int) -> str:
@@ -43,5 +19,11 @@ def format_usd(cents: int) -> str:
     return f"{sign}${c // 100:,}.{c % 100:02d}"
 
 
-def cents_series_to_decimal(cents: pd.Series) -> list[Decimal | None]:
-    return [None if pd.isna(c) else cents_to_decimal(int(c)) for c in cents]
+def cents_from_json(amount: object) -> int:
+    """Exact cents of an amount as a JSON parser gave it.
+
+    orjson yields floats; `repr` of a float is the shortest text that reads back as the same float, which
+    is the decimal text the server sent (e.g. 0.07 -> "0.07"), so no float arithmetic touches the value.
+    """
+    text = repr(amount) if isinstance(amount, float) else str(amount)
+    return int(Decimal(text) * 100)

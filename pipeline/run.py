@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -18,8 +19,8 @@ import structlog
 from pipeline import dedupe, ingest, keys, plan, report, validate, wire
 from pipeline.config import Settings
 from pipeline.errors import ApiUnreachable, AuthRefused, PayoutError, QuotaExhausted, UsageError
-from pipeline.execute import Executor
-from pipeline.ledger import Ledger
+from pipeline.execute import ExecutionOutcome, Executor
+from pipeline.ledger import Ledger, Operation
 from pipeline.progress import Progress
 from pipeline.toloka import RetryPolicy, TolokaClient
 
@@ -102,9 +103,9 @@ def run_payout(
             if target is None:
                 raise PayoutError("no API target given for a real run")
             ledger.start_run(run_id, batch_id, "run", {"sheets": [str(s) for s in sheets], "env": settings.env})
-            # Intent first: rows and their operation ids are durable before any request leaves.
-            ledger.record_intent(run_id, batch_id, planned, wire.build_items(planned))
-            outcome = execute_open_operations(ledger, target, settings, run_id)
+            # Intent first: each chunk (rows, items, operation id) is durable before its POST leaves.
+            outcome = execute_open_operations(ledger, target, settings, run_id,
+                                              record_intents(ledger, run_id, batch_id, planned), len(planned))
         states = ledger.known_rows(to_pay["row_key"].tolist())
         op_ids = sorted(set(states["operation_id"].dropna()) | set(planned["operation_id"]))
         operations = ledger.operations_frame(operation_ids=op_ids)
@@ -120,16 +121,30 @@ def run_payout(
     return RunResult(run_id, run_dir, summary, code, outcome.stopped_by if outcome else None)
 
 
-def execute_open_operations(ledger: Ledger, target: Target, settings: Settings, run_id: str):
-    """Finish old work first: every open operation in the ledger (resumed or new) is driven to an outcome."""
-    operations = ledger.open_operations()
-    total = sum(op.item_count for op in operations)
+def record_intents(ledger: Ledger, run_id: str, batch_id: str, planned: pd.DataFrame) -> Iterator[Operation]:
+    """Commit one chunk's intent (rows, items, operation id), then hand its operation over for sending.
+
+    Each POST therefore follows its own durable intent, and the intent of later chunks is written while the
+    first ones are already in flight.
+    """
+    for operation_id, chunk in planned.groupby("operation_id", sort=False):
+        ledger.record_intent(run_id, batch_id, chunk, wire.build_items(chunk))
+        first = chunk.iloc[0]
+        yield Operation(str(operation_id), batch_id, run_id, int(first["chunk_no"]), int(first["attempt"]),
+                        len(chunk), "planned")
+
+
+def execute_open_operations(ledger: Ledger, target: Target, settings: Settings, run_id: str,
+                            new: Iterable[Operation] = (), new_rows: int = 0) -> ExecutionOutcome:
+    """Finish old work first: every open operation in the ledger is resumed, then the `new` ones are driven."""
+    resumed = ledger.open_operations()
+    total = sum(op.item_count for op in resumed) + new_rows
     with make_client(target, settings) as client, Progress(total, "paying") as progress:
         executor = Executor(ledger, client, run_id, concurrency=settings.concurrency,
                             poll_initial_s=settings.poll_initial_s, poll_max_s=settings.poll_max_s,
                             on_rows_done=progress.advance)
-        log.info("execute_start", operations=len(operations), rows=total, stage="execute")
-        outcome = executor.run(operations)
+        log.info("execute_start", resumed_operations=len(resumed), rows=total, stage="execute")
+        outcome = executor.run(itertools.chain(resumed, new))
         outcome.events.update({f"http_{k}": v for k, v in client.requests_made.items()})
     log.info("execute_done", stage="execute", **outcome.events,
              stopped_by=str(outcome.stopped_by) if outcome.stopped_by else None)
