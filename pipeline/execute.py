@@ -50,6 +50,8 @@ class ExecutionOutcome:
 
 
 class Executor:
+    """Drives operations through submit → poll → log → ledger, `concurrency` of them at a time."""
+
     def __init__(
         self,
         ledger: Ledger,

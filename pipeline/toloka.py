@@ -141,19 +141,17 @@ class TolokaClient:
 
     def get_operation(self, operation_id: str) -> dict[str, Any] | None:
         """The operation, or None when the server has never heard of it (404)."""
-        try:
-            return self._get(f"/operations/{operation_id}", "poll")
-        except ApiRejectedError as e:
-            if e.status == 404:
-                return None
-            raise
+        return self._get_or_none(f"/operations/{operation_id}", "poll")
 
     def get_operation_log(self, operation_id: str) -> list[dict[str, Any]]:
         return self._get(f"/operations/{operation_id}/log", "log")
 
     def get_user_bonus(self, bonus_id: str) -> dict[str, Any] | None:
+        return self._get_or_none(f"/user-bonuses/{bonus_id}", "bonus")
+
+    def _get_or_none(self, path: str, kind: str) -> Any:
         try:
-            return self._get(f"/user-bonuses/{bonus_id}", "bonus")
+            return self._get(path, kind)
         except ApiRejectedError as e:
             if e.status == 404:
                 return None
