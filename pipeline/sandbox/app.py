@@ -207,7 +207,10 @@ class Sandbox:
             except ValueError:
                 raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
                                {"operation_id": {"code": "UUID_EXPECTED", "message": "UUID expected"}}) from None
-        raw = await request.read()
+        try:
+            raw = await request.read()
+        except ConnectionResetError:  # the client went away mid-body (e.g. killed): nothing to answer
+            raise ApiError(400, "VALIDATION_ERROR", "Request body was cut off") from None
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
