@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -36,20 +37,21 @@ def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.D
     """Pure comparison. `ledger_rows`: paid rows (row_key, source_file, source_row, user_id, amount_cents,
     bonus_id); `server`: bonuses (bonus_id, user_id, amount_cents, created) seen on the server;
     `unknown_rows`: rows of unknown outcome, named as the likely owner of an unexpected bonus they match."""
-    by_id = server.set_index("bonus_id")
+    found_on_server = server[["bonus_id", "user_id", "amount_cents"]].rename(
+        columns={"user_id": "server_user_id", "amount_cents": "server_amount_cents"})
+    found_on_server["server_amount_cents"] = found_on_server["server_amount_cents"].astype("Int64")
+    paid = ledger_rows[["row_key", "source_file", "source_row", "user_id", "amount_cents", "bonus_id"]].rename(
+        columns={"amount_cents": "ledger_amount_cents"}).merge(found_on_server, on="bonus_id", how="left")
+    found = paid["server_user_id"].notna().to_numpy()
+    same = found & (paid["server_user_id"] == paid["user_id"]).to_numpy() & (
+        paid["server_amount_cents"] == paid["ledger_amount_cents"]).fillna(False).to_numpy(dtype=bool)
+    paid["kind"] = np.select([~found, same], ["missing", "matched"], "mismatched")
+    paid["detail"] = None
+    paid.loc[~found, "detail"] = "ledger says paid, server has no such bonus"
+    wrong = found & ~same
+    paid.loc[wrong, "detail"] = [f"server has user {u} amount {format_cents(int(a))}" for u, a in
+                                 zip(paid.loc[wrong, "server_user_id"], paid.loc[wrong, "server_amount_cents"])]
     out: list[dict[str, Any]] = []
-    for r in ledger_rows.itertuples(index=False):
-        base = {"row_key": r.row_key, "source_file": r.source_file, "source_row": r.source_row,
-                "user_id": r.user_id, "ledger_amount_cents": r.amount_cents, "bonus_id": r.bonus_id}
-        if r.bonus_id not in by_id.index:
-            out.append({**base, "kind": "missing", "server_amount_cents": None,
-                        "detail": "ledger says paid, server has no such bonus"})
-            continue
-        s = by_id.loc[r.bonus_id]
-        same = s["user_id"] == r.user_id and int(s["amount_cents"]) == int(r.amount_cents)
-        detail = None if same else (f"server has user {s['user_id']} amount {format_cents(int(s['amount_cents']))}")
-        out.append({**base, "kind": "matched" if same else "mismatched",
-                    "server_amount_cents": int(s["amount_cents"]), "detail": detail})
     unknown = unknown_rows if unknown_rows is not None else ledger_rows.iloc[:0]
     owners = {(u, int(a)): f"{f}:{r}" for u, a, f, r in
               zip(unknown["user_id"], unknown["amount_cents"], unknown["source_file"], unknown["source_row"])}
@@ -65,7 +67,8 @@ def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.D
                     "server_amount_cents": int(s.amount_cents), "detail": detail})
     cols = ["kind", "row_key", "source_file", "source_row", "user_id", "ledger_amount_cents",
             "server_amount_cents", "bonus_id", "detail"]
-    return pd.DataFrame(out, columns=cols)
+    return pd.concat([paid.drop(columns="server_user_id")[cols], pd.DataFrame(out, columns=cols)],
+                     ignore_index=True)
 
 
 def fetch_server_bonuses(client: TolokaClient, ledger_rows: pd.DataFrame, window: tuple[str, str] | None

@@ -112,13 +112,21 @@ def run_payout(
         rows = assemble_rows(run_id, keyed, errors, duplicates, already_paid, to_pay, states,
                              planned if dry_run else None)
         meta = _meta(run_id, batch_id, settings, target, dry_run, started_at, started, outcome)
-        run_dir = report.write_report(Path(settings.out_dir), run_id, rows, operations, meta)
-        summary = json.loads((run_dir / "summary.json").read_text())
-        code = exit_code(summary, outcome.stopped_by if outcome else None)
-        if not dry_run:
-            ledger.finish_run(run_id, f"exit {code}: " + ", ".join(f"{k} {v}" for k, v in summary["counts"].items()
-                                                                  if v))
-    return RunResult(run_id, run_dir, summary, code, outcome.stopped_by if outcome else None)
+        return _close_run(None if dry_run else ledger, settings, rows, operations, meta, outcome)
+
+
+def _close_run(ledger: Ledger | None, settings: Settings, rows: pd.DataFrame, operations: pd.DataFrame,
+               meta: dict[str, Any], outcome: ExecutionOutcome | None) -> RunResult:
+    """Write the report, derive the exit code from it, and (unless a dry run) record the run's end."""
+    run_id = meta["run_id"]
+    stopped_by = outcome.stopped_by if outcome else None
+    run_dir = report.write_report(Path(settings.out_dir), run_id, rows, operations, meta)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    code = exit_code(summary, stopped_by)
+    if ledger is not None:
+        counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items() if v)
+        ledger.finish_run(run_id, f"exit {code}: {counts}")
+    return RunResult(run_id, run_dir, summary, code, stopped_by)
 
 
 def record_intents(ledger: Ledger, run_id: str, batch_id: str, planned: pd.DataFrame) -> Iterator[Operation]:
@@ -342,8 +350,4 @@ def retry_failed(settings: Settings, target: Target, *, run_id: str | None = Non
         operations = ledger.operations_frame(operation_ids=sorted(set(rows["operation_id"].dropna())))
         meta = _meta(retry_id, "retry", settings, target, False, started_at, started, outcome)
         meta["retry_of"] = run_id
-        run_dir = report.write_report(Path(settings.out_dir), retry_id, rows, operations, meta)
-        summary = json.loads((run_dir / "summary.json").read_text())
-        code = exit_code(summary, outcome.stopped_by)
-        ledger.finish_run(retry_id, f"exit {code}")
-    return RunResult(retry_id, run_dir, summary, code, outcome.stopped_by)
+        return _close_run(ledger, settings, rows, operations, meta, outcome)

@@ -259,6 +259,11 @@ class Verdict:
     lost_rows: int
     extra_payments: int
 
+    def add_to(self, figures: dict[str, int]) -> None:
+        """Accumulate into a test's figures (extra payments count with lost rows: both break exactly once)."""
+        figures["double_payments"] += self.double_payments
+        figures["lost_rows"] += self.lost_rows + self.extra_payments
+
 
 def check_exactly_once(sheet: Sheet, bonuses: list[dict[str, Any]], ledger: Path, out: Path) -> Verdict:
     """Every valid unique row paid exactly once on the server, nothing else paid, the ledger says `paid` for

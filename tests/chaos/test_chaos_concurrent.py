@@ -55,8 +55,7 @@ def test_two_runs_on_one_ledger_one_proceeds_the_other_exits_4(tmp_path: Path) -
         assert "in use by another payout run" in (tmp_path / "b.log").read_text()
         assert first.wait(timeout=300) == sheet.final_code
         verdict = check_exactly_once(sheet, bonuses_since(server.url, before), a.ledger, a.out)
-        figures["double_payments"] += verdict.double_payments
-        figures["lost_rows"] += verdict.lost_rows + verdict.extra_payments
+        verdict.add_to(figures)
 
         # (b) both started at the same instant: exactly one of them gets the lock.
         sheet = make_sheet(tmp_path / "race.csv", 1000, user_base=3_100_000, seed=12)
@@ -67,8 +66,7 @@ def test_two_runs_on_one_ledger_one_proceeds_the_other_exits_4(tmp_path: Path) -
         codes = sorted(p.wait(timeout=300) for p in procs)
         assert codes == sorted([sheet.final_code, 4])
         verdict = check_exactly_once(sheet, bonuses_since(server.url, before), a.ledger, a.out)
-        figures["double_payments"] += verdict.double_payments
-        figures["lost_rows"] += verdict.lost_rows + verdict.extra_payments
+        verdict.add_to(figures)
     record("concurrent_runs_one_ledger", {**figures, "exit_codes": codes, "locked_out_exit": second_code})
 
 

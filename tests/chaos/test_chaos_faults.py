@@ -61,8 +61,7 @@ def test_faulty_server_converges_to_each_valid_row_paid_exactly_once(tmp_path: P
             figures["trials"] += 1
             figures["runs"] += len(codes)
             figures["requests"] += requests_total
-            figures["double_payments"] += verdict.double_payments
-            figures["lost_rows"] += verdict.lost_rows + verdict.extra_payments
+            verdict.add_to(figures)
         assert faults["op_fail"] > 0 and faults["reset_after_commit"] > 0 and faults["http_429"] > 0
     record("faults_30_percent", {**figures, "seed": seed0, "exit_codes": dict(exit_codes),
                                  "faults_injected": dict(faults), "fault_spec": FAULTS})

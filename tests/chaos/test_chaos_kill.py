@@ -102,8 +102,7 @@ def test_kill_9_at_random_points_then_rerun_pays_each_valid_row_exactly_once(tmp
             figures["trials"] += 1
             figures["kills"] += kills
             figures["reruns"] += len(codes)
-            figures["double_payments"] += verdict.double_payments
-            figures["lost_rows"] += verdict.lost_rows + verdict.extra_payments
+            verdict.add_to(figures)
             figures["rows"] += sheet.n_rows
         faults = fault_counts(server.url)
         server_stats = stats(server.url)

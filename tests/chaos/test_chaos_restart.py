@@ -65,8 +65,7 @@ def test_server_killed_and_restarted_mid_run_converges_to_exactly_once(tmp_path:
             figures["trials"] += 1
             figures["server_restarts"] += restarts
             figures["reruns"] += len(codes)
-            figures["double_payments"] += verdict.double_payments
-            figures["lost_rows"] += verdict.lost_rows + verdict.extra_payments
+            verdict.add_to(figures)
     assert figures["server_restarts"] > 0
     record("server_restarts", {**figures, "seed": seed0, "exit_codes_first_and_reruns": dict(exit_codes),
                                "sandbox": " ".join(SANDBOX_ARGS)})
