@@ -7,12 +7,15 @@ a copy-paste mistake, so the rule is applied to the whole batch: a repeat is rep
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from pipeline.ingest import factorize_text
+from pipeline.money import format_cents
 
 CONFLICT_COLUMNS = ("user_id", "amount_cents", "public_title", "public_message", "private_comment")
 Policy = Literal["keep-first", "reject-all"]
@@ -119,3 +122,102 @@ def split_already_paid(unique: pd.DataFrame, paid: pd.DataFrame) -> tuple[pd.Dat
         bonus_id=pd.Series(hits["bonus_id"].to_numpy(dtype=object), index=already.index, dtype=object),
     )
     return unique[~mask], already
+
+
+@dataclass
+class LedgerMatch:
+    """The unique valid rows split by what the ledger knows of them (every row in exactly one frame).
+
+    `to_plan` gains `attempt` (1 for a new row, last attempt + 1 for a failed or superseded one); rows the
+    ledger knows under another key with the same content (a `bonus_key` column added to or dropped from a
+    paid sheet) carry the ledger's `row_key`: they are the same bonus.
+    """
+
+    to_plan: pd.DataFrame
+    already_paid: pd.DataFrame  # + run_id, bonus_id
+    in_flight: pd.DataFrame  # intent recorded, outcome not read: the run resumes its operation
+    unknown: pd.DataFrame  # outcome unreadable: never resent; audit settles it
+    reused: pd.DataFrame  # a bonus_key that already paid other content: + message
+
+
+def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataFrame,
+                 lookalike: Callable[[pd.DataFrame], np.ndarray]) -> LedgerMatch:
+    """Split `unique` by the ledger's state of each row. `known`: ledger rows by row key (Ledger.known_rows);
+    `by_content`: ledger rows that may hold money, by content key (Ledger.rows_by_content); `lookalike`
+    computes look-alike keys (keys.lookalike_keys), only for the few rows whose content must be compared."""
+    n = len(unique)
+    frame = unique.copy(deep=False)
+    if len(known):
+        st = frame[["row_key"]].merge(known, on="row_key", how="left")
+        status = st["status"].to_numpy(dtype=object)
+        cols = {c: st[c].to_numpy(dtype=object) for c in ("attempt", "bonus_id", "paid_run_id", "lookalike",
+                                                             "user_id", "amount_cents")}
+    else:  # a fresh ledger (every dry run of a new batch): no 1M-row merge
+        status = np.full(n, None, dtype=object)
+        cols = {c: np.full(n, None, dtype=object) for c in ("attempt", "bonus_id", "paid_run_id", "lookalike",
+                                                            "user_id", "amount_cents")}
+    status = np.where(pd.isna(status), None, status)
+    sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
+
+    if len(by_content):  # adopt the ledger's identity of the same bonus under another key
+        ledger_content = by_content["content_key"].fillna(by_content["row_key"])
+        ledger_bonus = (by_content["content_key"].notna() & (by_content["content_key"] != by_content["row_key"]))
+        by = {c: r for c, r, lb in zip(ledger_content, by_content.itertuples(index=False), ledger_bonus)}
+        by_bonus = {c: lb for c, lb in zip(ledger_content, ledger_bonus)}
+        content = frame["content_key"].to_numpy(dtype=object)
+        row_keys = frame["row_key"].to_numpy(dtype=object).copy()
+        for i in np.flatnonzero(pd.isna(pd.Series(status)).to_numpy()):
+            hit = by.get(content[i])
+            if hit is None or (sheet_bonus[i] and by_bonus[content[i]]):
+                continue
+            row_keys[i] = hit.row_key
+            status[i] = hit.status
+            cols["bonus_id"][i], cols["paid_run_id"][i] = hit.bonus_id, hit.paid_run_id
+        frame["row_key"] = pd.Series(row_keys, index=frame.index, dtype=object)
+
+    may_be_paid = np.isin(status.astype(str), ["paid", "planned", "unknown"])
+    reused = np.zeros(n, dtype=bool)
+    check = np.flatnonzero(may_be_paid & sheet_bonus)
+    if len(check):
+        mine = lookalike(frame.iloc[check])
+        theirs = cols["lookalike"][check]
+        same_money = (cols["user_id"][check] == frame["user_id"].to_numpy(dtype=object)[check]) & (
+            pd.array(cols["amount_cents"][check], dtype="Int64") == frame["amount_cents"].iloc[check].array
+        ).to_numpy(dtype=bool, na_value=False)
+        differs = np.where(pd.isna(theirs), ~same_money, theirs != mine) | ~same_money
+        reused[check[differs]] = True
+    reused_frame = frame[reused].assign(message=[
+        f"bonus_key {b!r} was already used for {'a payment' if s == 'paid' else 'a bonus in flight'} to user {u}"
+        f" of {format_cents(int(a))} (bonus {bid or 'not known yet'}, run {run or '?'}); a new bonus needs a new"
+        " bonus_key" for b, s, u, a, bid, run in zip(
+            frame.loc[reused, "bonus_key"], status[reused], cols["user_id"][reused], cols["amount_cents"][reused],
+            cols["bonus_id"][reused], cols["paid_run_id"][reused])])
+    live = ~reused
+
+    def pick(mask: np.ndarray) -> pd.DataFrame:
+        return frame[mask & live]
+
+    paid_mask = status == "paid"
+    already = pick(paid_mask).assign(
+        run_id=pd.Series(cols["paid_run_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object),
+        bonus_id=pd.Series(cols["bonus_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object))
+    plan_mask = ~may_be_paid
+    prev = pd.to_numeric(pd.Series(cols["attempt"][plan_mask & live]), errors="coerce").fillna(0).astype("int64")
+    to_plan = pick(plan_mask).assign(attempt=pd.Series(prev.to_numpy() + 1, index=frame.index[plan_mask & live]))
+    return LedgerMatch(to_plan, already, pick(status == "planned"), pick(status == "unknown"), reused_frame)
+
+
+def hold_lookalikes(to_plan: pd.DataFrame, recent: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(to_plan, held): rows equal in user, amount, texts and comment to a recent payment of another batch are
+    held, not sent (`note` names the earlier batch, run and bonus). `to_plan` needs `lookalike`."""
+    if len(recent) == 0 or len(to_plan) == 0:
+        return to_plan, to_plan.iloc[:0].assign(note=pd.Series([], dtype=object))
+    first = recent.sort_values("paid_at").drop_duplicates("lookalike").set_index("lookalike")
+    mask = to_plan["lookalike"].isin(first.index).to_numpy()
+    held = to_plan[mask]
+    hits = first.loc[held["lookalike"].to_numpy()]
+    notes = [f"looks like bonus {b or '(in flight)'} paid under batch {batch!r} by run {run or r2} at {when}; "
+             "not sent: pass --allow-repeats to pay it anyway"
+             for b, batch, run, r2, when in zip(hits["bonus_id"], hits["batch_id"], hits["paid_run_id"],
+                                                hits["run_id"], hits["paid_at"].fillna(hits["updated"]))]
+    return to_plan[~mask], held.assign(note=pd.Series(notes, index=held.index, dtype=object))

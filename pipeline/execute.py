@@ -5,7 +5,11 @@ The safety argument, step by step (see README "Exactly once"):
 - after any doubt (timeout, reset, 5xx) we ask the server by operation id before sending again, and a
   resend reuses the same id, so the server's OPERATION_ALREADY_EXISTS makes it harmless;
 - each row's fate comes from the operation log (`__item_idx` = row key), written in one transaction;
-- an outcome we cannot read is recorded `unknown` and never resent under a new id.
+- a row counts as paid only when its log entry carries a bonus id AND the user and amount we sent for that
+  `__item_idx`; anything not definitive (success without an id, a mismatch, an entry missing from the log, a
+  log we cannot read) is recorded `unknown` and never resent under a new id;
+- waiting is bounded: `max_wait_s` per operation, every request by the client's deadline, and a stop request
+  (SIGTERM/SIGINT) ends sending at once and polling after a grace period, leaving open operations to resume.
 """
 
 from __future__ import annotations
@@ -19,10 +23,15 @@ from typing import Any
 
 import structlog
 
+from decimal import Decimal, InvalidOperation
+
+import orjson
+
 from pipeline.errors import (
     ApiError,
     ApiRejectedError,
     ApiTransientError,
+    ApiUnexpectedAnswer,
     ApiUnreachable,
     AuthRefused,
     PayoutError,
@@ -38,6 +47,22 @@ TERMINAL = ("SUCCESS", "FAIL")
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
 RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
+
+
+class OperationTimeout(ApiTransientError):
+    """An operation did not finish within `max_wait_s`: its rows stay pending and the next run resumes it."""
+
+
+class StopRequested(PayoutError):
+    """A signal asked the run to stop: sending stopped, open operations are resumed by the next run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}; operations still open are resumed by the next run")
+        self.exit_code = 128 + signum
+
+
+class _Abandoned(Exception):
+    """Polling stopped (a stop request's grace is over): the operation stays open in the ledger."""
 
 
 @dataclass
@@ -61,8 +86,9 @@ class Executor:
         concurrency: int = 4,
         poll_initial_s: float = 0.05,
         poll_max_s: float = 2.0,
+        max_wait_s: float = 1800.0,
         on_rows_done: Callable[[int], None] = lambda n: None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.client = client
@@ -70,27 +96,47 @@ class Executor:
         self.concurrency = max(1, concurrency)
         self.poll_initial_s = poll_initial_s
         self.poll_max_s = poll_max_s
+        self.max_wait_s = max_wait_s
         self.on_rows_done = on_rows_done
-        self._sleep = sleep
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # no new POST, no new operation
+        self._quit = threading.Event()  # stop polling too
+        self._sleep = sleep or self._quit.wait  # a stop wakes every sleeper at once
         self._lock = threading.Lock()
         self._outcome = ExecutionOutcome()
 
+    def request_stop(self, reason: PayoutError, grace_s: float) -> None:
+        """Stop sending now; keep polling what is in flight for `grace_s` seconds (0: stop polling now)."""
+        with self._lock:
+            if self._outcome.stopped_by is None or isinstance(reason, StopRequested):
+                self._outcome.stopped_by = reason
+        self._stop.set()
+        if grace_s <= 0:
+            self._quit.set()
+        else:
+            threading.Timer(grace_s, self._quit.set).start()
+
     def run(self, operations: Iterable[Operation]) -> ExecutionOutcome:
-        """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API.
+        """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API / a signal.
 
         `operations` may be a generator that commits each operation's intent before yielding it: workers
-        start on the first ones while later intent is still being written.
+        start on the first ones while later intent is still being written; after a stop no further intent
+        is written (the run then records rows it never planned).
         """
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="op") as pool:
-            futures = [pool.submit(self._drive, op) for op in operations]
+            futures = []
+            for op in operations:
+                if self._stop.is_set():
+                    break
+                futures.append(pool.submit(self._drive, op))
             for fut in as_completed(futures):
                 try:
                     fut.result()
                 except PayoutError as e:
                     self._stop.set()
-                    if self._outcome.stopped_by is None or isinstance(e, AuthRefused):
-                        self._outcome.stopped_by = e
+                    with self._lock:
+                        if self._outcome.stopped_by is None or isinstance(e, AuthRefused):
+                            self._outcome.stopped_by = e
+        self._quit.set()  # releases a pending grace timer's sleepers; every worker has returned
         return self._outcome
 
     def _event(self, name: str) -> None:
@@ -104,19 +150,28 @@ class Executor:
             return
         rows = self.ledger.rows_of_operation(op.operation_id)
         remote = self._ensure_submitted(op, rows)
-        while remote is not None and remote.get("status") not in TERMINAL:
-            remote = self._wait(op)
-            if remote is None:  # the server forgot it: resubmit under the same id
-                self._event("op_lost_resubmitted")
-                remote = self._ensure_submitted(op, rows, known_missing=True)
+        try:
+            while remote is not None and remote.get("status") not in TERMINAL:
+                remote = self._wait(op)
+                if remote is None:  # the server forgot it: resubmit under the same id
+                    self._event("op_lost_resubmitted")
+                    remote = self._ensure_submitted(op, rows, known_missing=True)
+        except _Abandoned:
+            self._event("left_open")
+            return
         if remote is not None:
-            self._resolve(op, remote, [k for k, _ in rows])
+            self._resolve(op, remote, rows)
         with self._lock:
             self._outcome.operations_done += 1
 
     def _ensure_submitted(self, op: Operation, rows: list[tuple[str, bytes]], known_missing: bool = False
                           ) -> dict[str, Any] | None:
-        """Return the server's view of the operation, POSTing (same id, always) only when it is absent."""
+        """Return the server's view of the operation, POSTing (same id, always) only when it is absent.
+
+        Every doubt (no answer, a 5xx, an answer we cannot trust, "already exists" that the server then cannot
+        find) is followed by a look-up and a backed-off pause; after `max_retries` doubts the run stops and the
+        operation stays open for the next run.
+        """
         resumed = op.state == "submitted" or op.run_id != self.run_id
         if resumed and not known_missing:
             remote = self._lookup(op.operation_id)
@@ -142,7 +197,6 @@ class Executor:
             except ApiTransientError as e:
                 self._event("submit_doubt")  # the server may have created it: ask before sending again
                 doubt = e
-                self._sleep(self.client.retry.delay(attempt, getattr(e, "retry_after", None)))
             remote = self._lookup(op.operation_id)
             if remote is not None:
                 self.ledger.mark_submitted(op.operation_id, remote)
@@ -150,10 +204,12 @@ class Executor:
             log.info("submit_uncertain", operation_id=op.operation_id, error=str(doubt), attempt=attempt)
             if attempt >= self.client.retry.max_retries:
                 raise ApiUnreachable(f"could not submit operation {op.operation_id}: {doubt}") from doubt
+            self._sleep(self.client.retry.delay(attempt, getattr(doubt, "retry_after", None)))
             attempt += 1
         return None
 
     def _lookup(self, operation_id: str) -> dict[str, Any] | None:
+        """The operation as the server shows it, or None when it is absent or the answer is not trustworthy."""
         try:
             return self.client.get_operation(operation_id)
         except ApiUnreachable:
@@ -162,10 +218,16 @@ class Executor:
             return None
 
     def _wait(self, op: Operation) -> dict[str, Any] | None:
-        """Poll with growing intervals until the operation is SUCCESS or FAIL (or unknown to the server)."""
+        """Poll with growing intervals until SUCCESS or FAIL (or unknown to the server), at most `max_wait_s`."""
         delay = self.poll_initial_s
+        give_up = time.monotonic() + self.max_wait_s
         while True:
             self._sleep(delay)
+            if self._quit.is_set():
+                raise _Abandoned
+            if time.monotonic() > give_up:
+                raise OperationTimeout(f"operation {op.operation_id} did not finish within {self.max_wait_s:g} s; "
+                                       "its rows stay pending: run again later to resume it (nothing is resent)")
             remote = self.client.get_operation(op.operation_id)
             if remote is None or remote.get("status") in TERMINAL:
                 return remote
@@ -185,40 +247,74 @@ class Executor:
         self.ledger.record_outcome(op.operation_id, None, results, self.run_id)
         self.on_rows_done(len(rows))
 
-    def _resolve(self, op: Operation, remote: dict[str, Any], row_keys: list[str]) -> None:
+    def _resolve(self, op: Operation, remote: dict[str, Any], rows: list[tuple[str, bytes]]) -> None:
         """Map every log entry back to its row by `__item_idx` and record all results at once."""
         try:
-            entries = self.client.get_operation_log(op.operation_id)
-        except ApiRejectedError as e:
-            # The log is gone (archived or lost): items may be paid. Never resend blind.
-            log.error("operation_log_unavailable", operation_id=op.operation_id, code=e.code)
+            entries: list[dict[str, Any]] | None = self.client.get_operation_log(op.operation_id)
+        except (ApiRejectedError, ApiUnexpectedAnswer) as e:
+            # The log is gone (archived or lost) or unreadable: items may be paid. Never resend blind.
+            log.error("operation_log_unavailable", operation_id=op.operation_id, code=e.code, error=str(e))
             entries = None
-        results = map_log(row_keys, remote.get("status"), entries)
+        results = map_log(rows, remote.get("status"), entries)
         self.ledger.record_outcome(op.operation_id, remote, results, self.run_id)
         self._event(f"op_{str(remote.get('status')).lower()}")
-        self.on_rows_done(len(row_keys))
+        unknown = sum(r.status == "unknown" for r in results)
+        if unknown:
+            self._event("rows_unknown")
+            log.error("outcome_not_definitive", operation_id=op.operation_id, rows=unknown)
+        self.on_rows_done(len(rows))
 
 
-def map_log(row_keys: Sequence[str], status: str | None, entries: list[dict[str, Any]] | None
+def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list[dict[str, Any]] | None
             ) -> list[RowResult]:
-    """Turn an operation log into one result per row; rows missing from it are `unknown` unless FAIL."""
-    wanted = set(row_keys)
+    """One result per sent row (row key, item JSON as sent) from the operation log.
+
+    Paid only with a bonus id and the user and amount we sent; refused only with an explicit failure entry
+    for what we sent. Anything else is `unknown`: never resent, settled by asking the server (audit).
+    """
+    sent = {key: item for key, item in rows}
     seen: dict[str, RowResult] = {}
     for entry in entries or ():
-        key = (entry.get("input") or {}).get("__item_idx")
-        if key not in wanted:
+        if not isinstance(entry, dict):
             continue
-        output = entry.get("output") or {}
-        if entry.get("success") and output.get("user_bonus_id") is not None:
-            seen[key] = RowResult(key, "paid", bonus_id=str(output["user_bonus_id"]))
-        elif key not in seen:
+        echoed = entry.get("input")
+        key = echoed.get("__item_idx") if isinstance(echoed, dict) else None
+        if key not in sent or key in seen and seen[key].status == "paid":
+            continue
+        output = entry.get("output") if isinstance(entry.get("output"), dict) else {}
+        mismatch = _mismatch(sent[key], echoed)
+        if mismatch:
+            seen[key] = _unknown(key, "LOG_MISMATCH", f"the operation log shows {mismatch}")
+        elif entry.get("success") is True:
+            bonus_id = output.get("user_bonus_id")
+            seen[key] = (RowResult(key, "paid", bonus_id=str(bonus_id)) if bonus_id not in (None, "") else
+                         _unknown(key, "NO_BONUS_ID", "the log says success but names no bonus id"))
+        elif entry.get("success") is False:
             errors = _field_errors(output)
-            retryable = any(e["code"] in RETRYABLE_ITEM_CODES for e in errors)
-            seen[key] = RowResult(key, "failed", errors=errors, retryable=retryable)
-    missing_status = "failed" if entries is not None and status == "FAIL" else "unknown"
-    missing = [{"column": "", "code": "NOT_IN_LOG", "message": f"operation ended {status} without a log entry"}]
-    return [seen.get(k) or RowResult(k, missing_status, errors=missing, retryable=missing_status == "failed")
-            for k in row_keys]
+            seen[key] = RowResult(key, "failed", errors=errors,
+                                  retryable=any(e["code"] in RETRYABLE_ITEM_CODES for e in errors))
+        else:
+            seen[key] = _unknown(key, "UNREADABLE_LOG_ENTRY", "the log entry says neither success nor failure")
+    why = ("the operation log could not be read" if entries is None else
+           f"the operation ended {status} without a log entry for this row")
+    return [seen.get(k) or _unknown(k, "NOT_IN_LOG", why) for k, _ in rows]
+
+
+def _unknown(key: str, code: str, message: str) -> RowResult:
+    return RowResult(key, "unknown", errors=[{"column": "", "code": code,
+                                              "message": message + "; never resent: `payout audit` settles it"}])
+
+
+def _mismatch(sent: bytes, echoed: dict[str, Any]) -> str | None:
+    """How the log's echo of an item differs from what we sent in user or amount (None when it matches)."""
+    item = orjson.loads(sent)
+    if echoed.get("user_id") != item.get("user_id"):
+        return f"user {echoed.get('user_id')!r} where we sent {item.get('user_id')!r}"
+    try:
+        same = Decimal(str(echoed.get("amount"))) == Decimal(str(item.get("amount")))
+    except (InvalidOperation, ValueError):
+        same = False
+    return None if same else f"amount {echoed.get('amount')!r} where we sent {item.get('amount')!r}"
 
 
 def _field_errors(output: dict[str, Any]) -> list[dict[str, str]]:

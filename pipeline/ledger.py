@@ -15,12 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 import pandas as pd
 
-from pipeline.errors import LedgerLocked
+from pipeline.errors import LedgerLocked, UsageError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS runs (
     started     TEXT NOT NULL,
     finished    TEXT,
     outcome     TEXT,               -- exit summary, e.g. "paid 120, failed 2"
-    meta        TEXT
+    meta        TEXT,
+    sheet_rows  INTEGER,            -- rows its sheets held
+    to_plan     INTEGER,            -- rows it had to plan (new and failed)
+    planned     INTEGER             -- rows whose intent it committed: < to_plan means some were never planned
 );
 CREATE TABLE IF NOT EXISTS rows (
     row_key      TEXT PRIMARY KEY,
@@ -41,14 +44,17 @@ CREATE TABLE IF NOT EXISTS rows (
     user_id      TEXT NOT NULL,
     amount_cents INTEGER NOT NULL,
     item         BLOB NOT NULL,     -- the exact JSON object sent for this row (without __item_idx)
-    status       TEXT NOT NULL,     -- planned | paid | failed | unknown (in flight = its operation's state)
+    status       TEXT NOT NULL,     -- planned | paid | failed | unknown | superseded (see RowState)
     attempt      INTEGER NOT NULL,
     operation_id TEXT,
     bonus_id     TEXT,
     errors       TEXT,              -- JSON list of {column, code, message}
     retryable    INTEGER NOT NULL DEFAULT 0,
     paid_run_id  TEXT,
-    updated      TEXT NOT NULL
+    updated      TEXT NOT NULL,
+    content_key  TEXT,              -- the bonus without its bonus_key (keys.py); = row_key without one
+    lookalike    TEXT,              -- batch-free 409 identity (keys.lookalike_keys): the look-alike guard
+    paid_at      TEXT               -- when the server's log showed it paid (or the operation finished)
 );
 CREATE INDEX IF NOT EXISTS rows_by_op ON rows(operation_id);
 -- Not indexed by status: every outcome would then rewrite index entries; batches are scanned instead.
@@ -70,7 +76,21 @@ CREATE TABLE IF NOT EXISTS operations (
     updated      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ops_open ON operations(state);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# Columns added after the first release: an older ledger gains them (NULL) when opened.
+MIGRATIONS = (
+    ("rows", "content_key", "TEXT"), ("rows", "lookalike", "TEXT"), ("rows", "paid_at", "TEXT"),
+    ("runs", "sheet_rows", "INTEGER"), ("runs", "to_plan", "INTEGER"), ("runs", "planned", "INTEGER"),
+)
+POST_MIGRATION = """
+CREATE INDEX IF NOT EXISTS rows_by_content ON rows(content_key);
+CREATE INDEX IF NOT EXISTS rows_by_lookalike ON rows(lookalike);
+"""
+RowState = Literal["planned", "paid", "failed", "unknown", "superseded"]
+OperationState = Literal["planned", "submitted", "done", "rejected"]
+# A row in one of these states may hold money on the server: it is never planned again.
+MAY_BE_PAID: tuple[RowState, ...] = ("paid", "planned", "unknown")
 
 DETAIL_COUNTS = ("total_count", "valid_count", "not_valid_count", "success_count", "failed_count")
 
@@ -89,7 +109,7 @@ class Operation:
     chunk_no: int
     attempt: int
     item_count: int
-    state: str
+    state: OperationState
 
 
 @dataclass(frozen=True)
@@ -97,7 +117,7 @@ class RowResult:
     """What the operation log says about one row."""
 
     row_key: str
-    status: str  # paid | failed | unknown
+    status: RowState
     bonus_id: str | None = None
     errors: list[dict[str, str]] | None = None
     retryable: bool = False
@@ -117,15 +137,30 @@ class Ledger:
         self._mutex = threading.Lock()
 
     def __enter__(self) -> Ledger:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.lock:
-            self._acquire_lock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(SCHEMA)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if self.lock:
+                self._acquire_lock()
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(SCHEMA)
+            self._migrate()
+        except LedgerLocked:
+            raise
+        except (OSError, sqlite3.OperationalError) as e:
+            self.__exit__()
+            raise UsageError(f"ledger {self.path} cannot be opened for writing ({e}); check the folder's "
+                             "permissions or choose another place with --ledger / --data-dir") from None
         return self
+
+    def _migrate(self) -> None:
+        for table, column, kind in MIGRATIONS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+        self.db.executescript(POST_MIGRATION)
 
     def __exit__(self, *exc: object) -> None:
         if self._db is not None:
@@ -169,11 +204,45 @@ class Ledger:
         with self._mutex:
             return self.db.execute(sql, params).fetchall()
 
+    # -- what the ledger belongs to -----------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        rows = self._query("SELECT value FROM meta WHERE key=?", (key,))
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._tx([("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                   (key, value), False)])
+
+    def bind_target(self, target_id: str) -> bool:
+        """Tie the ledger to one API target; True when it has never seen one (the caller recovers first).
+
+        A ledger of one target used against another would call rows paid that the other never paid.
+        """
+        known = self.get_meta("target")
+        if known is None:
+            has_rows = self._query("SELECT 1 FROM rows LIMIT 1")
+            self.set_meta("target", target_id)
+            return not has_rows or self.get_meta("recovered_through") is None
+        if known != target_id:
+            raise UsageError(f"ledger {self.path} belongs to target {known}, not {target_id}; use that "
+                             "target's own ledger (--ledger or --data-dir)")
+        return False
+
     # -- runs ---------------------------------------------------------------------------------
 
-    def start_run(self, run_id: str, batch_id: str | None, kind: str, meta: dict[str, Any]) -> None:
-        self._tx([("INSERT INTO runs(run_id, batch_id, kind, started, meta) VALUES (?,?,?,?,?)",
-                   (run_id, batch_id, kind, utcnow(), orjson.dumps(meta).decode()), False)])
+    def start_run(self, run_id: str, batch_id: str | None, kind: str, meta: dict[str, Any], *,
+                  sheet_rows: int | None = None, to_plan: int | None = None) -> None:
+        self._tx([("INSERT INTO runs(run_id, batch_id, kind, started, meta, sheet_rows, to_plan, planned)"
+                   " VALUES (?,?,?,?,?,?,?,0)",
+                   (run_id, batch_id, kind, utcnow(), orjson.dumps(meta).decode(), sheet_rows, to_plan), False)])
+
+    def unplanned_runs(self, batch_id: str | None = None) -> list[tuple[str, str, int]]:
+        """(run_id, batch_id, rows never planned) of each batch's latest sheet run that stopped before planning
+        every row it had to: nothing but a new `payout run` of the sheet plans them."""
+        sql = ("SELECT run_id, batch_id, to_plan - planned FROM runs r WHERE kind='run' AND to_plan > planned"
+               " AND run_id = (SELECT MAX(run_id) FROM runs WHERE kind='run' AND batch_id=r.batch_id)")
+        return self._query(sql + (" AND batch_id=?" if batch_id else ""), (batch_id,) if batch_id else ())
 
     def finish_run(self, run_id: str, outcome: str) -> None:
         self._tx([("UPDATE runs SET finished=?, outcome=? WHERE run_id=?", (utcnow(), outcome, run_id), False)])
@@ -201,7 +270,8 @@ class Ledger:
         unindexed temp table in ONE transaction (autocommit made every insert its own commit: ~10 s for 1M
         keys) and each is looked up in the primary-key index.
         """
-        cols = ["row_key", "status", "attempt", "operation_id", "bonus_id", "paid_run_id", "errors", "retryable"]
+        cols = ["row_key", "status", "attempt", "operation_id", "bonus_id", "paid_run_id", "errors", "retryable",
+                "batch_id", "user_id", "amount_cents", "lookalike", "paid_at"]
         select = f"SELECT {', '.join('r.' + c for c in cols)} FROM "
         with self._mutex:
             top = self.db.execute("SELECT MAX(rowid) FROM rows").fetchone()[0]
@@ -227,6 +297,49 @@ class Ledger:
                         self.db.execute("COMMIT")
         return pd.DataFrame(got, columns=cols)
 
+    def batch_has_bonus_keys(self, batch_id: str) -> bool:
+        """Whether some row of the batch was keyed by a bonus_key (its row key is not its content key)."""
+        return bool(self._query("SELECT 1 FROM rows WHERE batch_id=? AND content_key IS NOT NULL"
+                                " AND content_key != row_key LIMIT 1", (batch_id,)))
+
+    def rows_by_content(self, content_keys: Sequence[str]) -> pd.DataFrame:
+        """Rows that may hold money whose content key (or content-derived row key) is one of these."""
+        cols = ["row_key", "content_key", "status", "bonus_id", "paid_run_id", "operation_id"]
+        wanted = list(dict.fromkeys(content_keys))
+        got: list[Any] = []
+        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
+        for i in range(0, len(wanted), 500):
+            part = wanted[i:i + 500]
+            marks = ",".join("?" * len(part))
+            got += self._query(f"SELECT {', '.join(cols)} FROM rows WHERE status IN ({states}) AND"
+                               f" (content_key IN ({marks}) OR row_key IN ({marks}))", part + part)
+        return pd.DataFrame(got, columns=cols)
+
+    def supersede_missing(self, batch_id: str, present: set[str], run_id: str) -> int:
+        """Failed rows of the batch that its latest sheet no longer holds (corrected or deleted) are never sent
+        again, by `run` or by `retry`. Returns how many were superseded."""
+        failed = [k for (k,) in self._query("SELECT row_key FROM rows WHERE batch_id=? AND status='failed'",
+                                            (batch_id,)) if k not in present]
+        if failed:
+            self._tx([("UPDATE rows SET status='superseded', run_id=?, updated=? WHERE row_key=? AND status='failed'",
+                       [(run_id, utcnow(), k) for k in failed], True)])
+        return len(failed)
+
+    def recent_lookalikes(self, lookalikes: Sequence[str], batch_id: str, since: str) -> pd.DataFrame:
+        """Rows of OTHER batches that may hold money, with one of these look-alike keys, paid (or planned)
+        since `since`: the look-alike guard's evidence."""
+        cols = ["lookalike", "batch_id", "paid_run_id", "run_id", "bonus_id", "status", "paid_at", "updated"]
+        wanted = list(dict.fromkeys(lookalikes))
+        got: list[Any] = []
+        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
+        for i in range(0, len(wanted), 900):
+            part = wanted[i:i + 900]
+            got += self._query(
+                f"SELECT {', '.join(cols)} FROM rows WHERE lookalike IN ({','.join('?' * len(part))})"
+                f" AND batch_id != ? AND status IN ({states}) AND COALESCE(paid_at, updated) >= ?",
+                [*part, batch_id, since])
+        return pd.DataFrame(got, columns=cols)
+
     def record_intent(self, run_id: str, batch_id: str, planned: pd.DataFrame, items: Sequence[bytes]) -> None:
         """Commit planned rows and their operations BEFORE anything is sent.
 
@@ -241,6 +354,7 @@ class Ledger:
             planned["source_file"], planned["source_row"].astype(int).tolist(), planned["user_id"],
             planned["amount_cents"].astype(int).tolist(), items, ["planned"] * len(planned),
             planned["attempt"].astype(int).tolist(), planned["operation_id"], [now] * len(planned),
+            _column(planned, "content_key"), _column(planned, "lookalike"),
         )
         ops = planned.groupby("operation_id", sort=False).agg(
             chunk_no=("chunk_no", "first"), attempt=("attempt", "first"), item_count=("row_key", "size"))
@@ -248,13 +362,16 @@ class Ledger:
                      for op_id, r in ops.iterrows()]
         self._tx([
             ("INSERT INTO rows(row_key, batch_id, run_id, source_file, source_row, user_id, amount_cents, item,"
-             " status, attempt, operation_id, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)"
+             " status, attempt, operation_id, updated, content_key, lookalike) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
              " ON CONFLICT(row_key) DO UPDATE SET run_id=excluded.run_id, source_file=excluded.source_file,"
-             " source_row=excluded.source_row, item=excluded.item, status='planned', attempt=excluded.attempt,"
-             " operation_id=excluded.operation_id, errors=NULL, retryable=0, updated=excluded.updated"
-             " WHERE rows.status IN ('failed')", row_params, True),
+             " source_row=excluded.source_row, user_id=excluded.user_id, amount_cents=excluded.amount_cents,"
+             " item=excluded.item, status='planned', attempt=excluded.attempt,"
+             " operation_id=excluded.operation_id, errors=NULL, retryable=0, updated=excluded.updated,"
+             " content_key=excluded.content_key, lookalike=excluded.lookalike"
+             " WHERE rows.status IN ('failed', 'superseded')", row_params, True),
             ("INSERT OR IGNORE INTO operations(operation_id, batch_id, run_id, chunk_no, attempt, item_count,"
              " state, updated) VALUES (?,?,?,?,?,?,?,?)", op_params, True),
+            ("UPDATE runs SET planned = COALESCE(planned, 0) + ? WHERE run_id=?", (len(planned), run_id), False),
         ])
 
     def rows_of_operation(self, operation_id: str) -> list[tuple[str, bytes]]:
@@ -270,7 +387,8 @@ class Ledger:
     def rows_frame(self, *, batch_id: str | None = None, statuses: Sequence[str] | None = None,
                    run_id: str | None = None) -> pd.DataFrame:
         cols = ["row_key", "batch_id", "run_id", "source_file", "source_row", "user_id", "amount_cents", "status",
-                "attempt", "operation_id", "bonus_id", "errors", "retryable", "paid_run_id", "item"]
+                "attempt", "operation_id", "bonus_id", "errors", "retryable", "paid_run_id", "item", "content_key",
+                "lookalike"]
         where, params = [], []
         if batch_id:
             where.append("batch_id=?"), params.append(batch_id)
@@ -280,6 +398,31 @@ class Ledger:
             where.append(f"status IN ({','.join('?' * len(statuses))})"), params.extend(statuses)
         sql = f"SELECT {', '.join(cols)} FROM rows" + (" WHERE " + " AND ".join(where) if where else "")
         return pd.DataFrame(self._query(sql + " ORDER BY source_file, source_row", params), columns=cols)
+
+    def known_operation_ids(self) -> set[str]:
+        return {r[0] for r in self._query("SELECT operation_id FROM operations")}
+
+    def record_recovered(self, op: dict[str, Any], rows: Sequence[tuple[Any, ...]]) -> None:
+        """What the server's log of an operation the ledger did not know says, in one transaction.
+
+        `rows`: (row_key, user_id, amount_cents, item, status, bonus_id, errors JSON, lookalike, paid_at).
+        The server is the truth: a row it paid becomes `paid` even where the ledger said failed; nothing the
+        ledger already knows as paid, planned or unknown is overwritten. The batch is not known ('').
+        """
+        now = utcnow()
+        self._tx([
+            ("INSERT INTO rows(row_key, batch_id, run_id, user_id, amount_cents, item, status, attempt, operation_id,"
+             " bonus_id, errors, paid_run_id, updated, lookalike, paid_at) VALUES (?,'','recovered',?,?,?,?,1,?,?,?,"
+             "'recovered',?,?,?) ON CONFLICT(row_key) DO UPDATE SET status=excluded.status,"
+             " bonus_id=excluded.bonus_id, operation_id=excluded.operation_id, paid_at=excluded.paid_at,"
+             " paid_run_id='recovered', updated=excluded.updated"
+             " WHERE rows.status IN ('failed', 'superseded') AND excluded.status IN ('paid', 'unknown')",
+             [(key, user, cents, item, status, op["id"], bonus, errors, now, lookalike, paid_at)
+              for key, user, cents, item, status, bonus, errors, lookalike, paid_at in rows], True),
+            ("INSERT OR IGNORE INTO operations(operation_id, batch_id, run_id, attempt, item_count, state, status,"
+             " submitted, started, finished, progress, details, updated) VALUES (?,'','recovered',1,?,'done',?,?,?,?,"
+             "?,?,?)", (op["id"], len(rows), *_op_fields(op), now), False),
+        ])
 
     # -- operations ---------------------------------------------------------------------------
 
@@ -311,10 +454,11 @@ class Ledger:
              " started=COALESCE(?, started), finished=COALESCE(?, finished), progress=COALESCE(?, progress),"
              " details=COALESCE(?, details), updated=? WHERE operation_id=?",
              (state, *op_fields, now, operation_id), False),
-            ("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, updated=?"
+            ("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, paid_at=?, updated=?"
              " WHERE row_key=? AND operation_id=? AND status='planned'",
              [(r.status, r.bonus_id, orjson.dumps(r.errors).decode() if r.errors else None, int(r.retryable),
-               run_id if r.status == "paid" else None, now, r.row_key, operation_id) for r in results], True),
+               run_id if r.status == "paid" else None, now if r.status == "paid" else None, now, r.row_key,
+               operation_id) for r in results], True),
         ])
 
     def operations_frame(self, *, run_id: str | None = None, operation_ids: Sequence[str] | None = None
@@ -336,6 +480,10 @@ class Ledger:
         for name in DETAIL_COUNTS:
             frame[name] = pd.array([d.get(name) for d in details], dtype="Int64")
         return frame
+
+
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    return frame[name].tolist() if name in frame.columns else [None] * len(frame)
 
 
 def _op_fields(op: dict[str, Any]) -> tuple[Any, ...]:

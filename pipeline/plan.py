@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from pipeline.dedupe import conflict_key
+from pipeline.dedupe import CONFLICT_COLUMNS, conflict_key
 
 # Fixed forever: changing it changes every operation id and breaks resuming old batches.
 NAMESPACE = uuid.UUID("5d0f6a8e-3c1b-5e7a-9b2d-0c4e8f1a7b36")
@@ -39,7 +39,8 @@ def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: i
     if n == 0:
         return to_pay.assign(chunk_no=pd.Series([], dtype=np.int64, index=to_pay.index),
                              operation_id=pd.Series([], dtype=object, index=to_pay.index))
-    key = conflict_key(to_pay).to_numpy()
+    # rows re-planned from the ledger alone (retry) carry no texts: they were deduplicated when first planned
+    key = conflict_key(to_pay).to_numpy() if set(CONFLICT_COLUMNS) <= set(to_pay.columns) else np.arange(n)
     has_conflicts = key.max() + 1 < n  # ids are dense: fewer ids than rows means repeats
     layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy() if has_conflicts else None
     if has_conflicts:
@@ -66,3 +67,23 @@ def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: i
         chunk_no=pd.Series(chunk_no, index=frame.index, dtype=np.int64),
         operation_id=pd.Series(op_ids, index=frame.index, dtype=object),
     )
+
+
+def plan_attempts(to_plan: pd.DataFrame, batch_id: str, chunk_size: int) -> pd.DataFrame:
+    """Chunks and operation ids for rows grouped by their `attempt` (1 = new; n + 1 after a failed attempt n).
+
+    A row's attempt is part of its operation id, so a row that failed is never re-sent under the id of the
+    operation that failed it. Keeps `to_plan`'s index labels (the report places rows by them).
+    """
+    if len(to_plan) == 0:
+        return to_plan.assign(chunk_no=pd.Series(dtype="int64", index=to_plan.index),
+                              operation_id=pd.Series(dtype=object, index=to_plan.index))
+    attempts = to_plan["attempt"].to_numpy()
+    if (attempts == attempts[0]).all():  # the usual case (all new): no copy of the whole frame
+        return plan_chunks(to_plan, batch_id, chunk_size, attempt=int(attempts[0]))
+    parts, offset = [], 0
+    for attempt, group in to_plan.groupby("attempt", sort=True):  # chunk numbers continue across attempts
+        part = plan_chunks(group, batch_id, chunk_size, attempt=int(attempt))
+        parts.append(part.assign(chunk_no=part["chunk_no"] + offset))
+        offset = int(parts[-1]["chunk_no"].max())
+    return pd.concat(parts)

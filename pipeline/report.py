@@ -17,13 +17,14 @@ import pyarrow.parquet as pq
 
 from pipeline.money import format_cents, format_usd
 
-STATUSES = ("paid", "failed", "invalid", "duplicate", "already_paid", "pending", "unknown", "planned")
+STATUSES = ("paid", "failed", "invalid", "duplicate", "already_paid", "held_repeat", "pending", "unknown", "planned")
 LABELS = {
     "paid": "Paid",
     "failed": "Failed",
     "invalid": "Invalid",
     "duplicate": "Duplicate",
     "already_paid": "Already paid",
+    "held_repeat": "Held repeat",
     "pending": "Pending",
     "unknown": "Unknown",
     "planned": "Planned",
@@ -209,6 +210,8 @@ def format_summary(summary: dict) -> str:
     elif summary["rows_total"]:
         lines.append("Nothing needs attention.")
     reports = summary.get("reports") or {}
+    if summary.get("recovery"):
+        lines.append(f"Ledger: {summary['recovery']}")
     if "rows" in reports:
         lines.append(f"Report: {reports['rows']}")
     return "\n".join(lines)
@@ -229,6 +232,15 @@ def _attention(summary: dict) -> list[str]:
         out.append(f"{_rows(counts['pending'])} pending — run `payout run` again{when}; nothing is paid twice")
     if counts["unknown"]:
         out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; `payout audit` settles them")
+    if counts["held_repeat"]:
+        out.append(f"{_rows(counts['held_repeat'])} held: each looks like a bonus paid under another batch in the "
+                   "last days (see the note column); re-run with --allow-repeats if they are meant to be paid again")
+    for gap in summary.get("unplanned") or ():
+        out.append(f"{_rows(gap['rows'])} of batch {gap['batch_id']!r} never planned: run {gap['run_id']} stopped "
+                   "before recording them; run `payout run` on that sheet again (nothing is paid twice)")
+    if summary.get("superseded"):
+        out.append(f"{_rows(summary['superseded'])} that failed earlier are no longer in the sheet (corrected or "
+                   "deleted): superseded, never sent again")
     return out
 
 

@@ -116,16 +116,21 @@ def test_the_same_sheet_twice_is_a_usage_error(payout, tmp_path) -> None:
     assert payout("run", str(sheet), str(sheet), "--dry-run") == 2
 
 
-def test_unreachable_api_is_exit_3_and_rows_stay_pending_for_the_next_run(payout, tmp_path, sandbox) -> None:
+def test_unreachable_api_is_exit_3_and_rows_stay_pending_for_the_next_run(payout, tmp_path) -> None:
     import socket
+
+    from pipeline.sandbox import SandboxServer
+    from sandbox_fixtures import TOKEN
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+        port = s.getsockname()[1]
+        dead = f"http://127.0.0.1:{port}"
     config = tmp_path / "fast.toml"
     config.write_text("max_retries = 1\nbackoff_base_s = 0.01\nrequest_timeout_s = 2.0\n")
     sheet = write_csv(tmp_path / "p.csv", [row(i) for i in range(4)])
     assert payout("run", str(sheet), "--api-url", dead, "--config", str(config)) == 3
     assert set(read_rows(latest_run(tmp_path / "reports"))["status"]) == {"pending"}
-    assert payout("run", str(sheet), "--api-url", sandbox.url) == 0
-    assert len(server_bonuses(sandbox.url)) == 4
+    with SandboxServer(tmp_path / "s.sqlite", token=TOKEN, port=port) as sandbox:  # the same target comes back
+        assert payout("run", str(sheet), "--api-url", sandbox.url) == 0
+        assert len(server_bonuses(sandbox.url)) == 4
