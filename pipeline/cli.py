@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import re
 import secrets
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import structlog
 
 from pipeline import logs, report
-from pipeline.config import Settings, load_settings, token_from_env
-from pipeline.errors import PayoutError
+from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
+from pipeline.errors import PayoutError, UsageError
 from pipeline.run import RunResult, Target, retry_failed, run_payout
 
 EXIT_CODES = """exit codes:
@@ -28,7 +32,9 @@ EXIT_CODES = """exit codes:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="payout",
-        description="Pay Toloka bonuses from finance sheets exactly once, and report what happened to every row.",
+        description="Pay Toloka bonuses from finance sheets exactly once, and report what happened to every row. "
+                    "Ledgers and reports live in one data folder (--data-dir, $PAYOUT_DATA_DIR, default "
+                    "$XDG_DATA_HOME/payout or ~/.local/share/payout), so runs from any folder share them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES,
     )
@@ -36,31 +42,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = sub.add_parser(
-        "run", help="validate, dedupe, pay and report one batch of sheets",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
-        description="Read the sheets, validate every row, drop conflicts and rows already paid, pay the rest "
-                    "through asynchronous bulk operations, and write OUT/<run_id>/{rows,operations}.parquet and "
-                    "summary.json. Safe to run again on the same sheet: paid rows are never paid twice.")
+    run = _command(
+        sub, "run", "validate, dedupe, pay and report one batch of sheets",
+        "Read the sheets, validate every row, drop conflicts and rows already paid, pay the rest through "
+        "asynchronous bulk operations, and write OUT/<run_id>/{rows,operations}.parquet and summary.json. Safe to "
+        "run again on the same sheet under the same batch id: paid rows are never paid twice. Every target but the "
+        "embedded sandbox needs --batch-id (or batch_id_template in a --config file).")
     run.add_argument("sheets", nargs="+", metavar="SHEET", help="CSV, Parquet or Excel (.xlsx) payout sheets")
     _target_args(run)
-    run.add_argument("--batch-id", help="names this payout batch; row keys depend on it "
-                                        "(default: the sheet names, e.g. 'payouts')")
+    run.add_argument("--batch-id", metavar="ID",
+                     help="names this payout batch, like PayPal's sender_batch_id: row keys and operation ids "
+                          "depend on it, so the same sheet under the same id is never paid twice, and a recurring "
+                          "sheet needs a new id each time (e.g. bonuses-2026-11-w48). Required for --env "
+                          "sandbox/production and --api-url unless the config sets batch_id_template "
+                          "(placeholders {sheet}, {date}, {env}); the embedded sandbox defaults to the sorted "
+                          "sheet names joined by '+'. At most 100 printable characters")
     run.add_argument("--dry-run", action="store_true",
                      help="validate, dedupe and plan; write the report with status 'planned'; send nothing")
-    run.add_argument("--chunk-size", type=int, help="bonuses per asynchronous operation (default 5000)")
-    run.add_argument("--concurrency", type=int, help="operations in flight at once (default 4)")
+    run.add_argument("--chunk-size", type=int, metavar="N", help="bonuses per asynchronous operation (default 5000)")
+    run.add_argument("--concurrency", type=int, metavar="N", help="operations in flight at once (default 4)")
     run.add_argument("--dedupe-policy", choices=["keep-first", "reject-all"],
                      help="what to do with rows Toloka would reject as identical (default keep-first)")
+    run.add_argument("--allow-repeats", action="store_true", default=None,
+                     help="also pay rows held back as look-alike repeats (same user, amount and texts) of a "
+                          "payment made under another batch id within lookalike_window_h (default 72 h); "
+                          "without it such rows are held and reported")
+    _wait_arg(run)
 
-    retry = sub.add_parser(
-        "retry", help="re-submit failed (retryable) and pending rows from the ledger, without the sheet",
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EXIT_CODES,
-        description="Resume operations left in flight and re-submit rows whose last attempt failed with a "
-                    "retryable error, under a new operation id. Rows that failed validation at Toloka are "
-                    "not retried: fix the sheet and `payout run` it again.")
+    retry = _command(
+        sub, "retry", "re-submit failed (retryable) and pending rows from the ledger, without the sheet",
+        "Resume operations left in flight and re-submit rows whose last attempt failed with a retryable error, "
+        "under a new operation id. Rows that failed validation at Toloka are not retried: fix the sheet and "
+        "`payout run` it again.")
     retry.add_argument("--run", dest="run_id", help="only rows of this run (default: all in the ledger)")
     _target_args(retry)
+    _wait_arg(retry)
 
     from pipeline.sandbox.cli import add_arguments as sandbox_arguments
 
@@ -71,71 +87,144 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pipeline.audit import add_arguments as audit_arguments
 
-    audit = sub.add_parser("audit", help="reconcile the ledger against the server's own list of bonuses",
-                           formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description="Checks that every bonus the ledger calls paid exists on the server with "
-                                       "the same user and amount, and that the server holds no bonus for the "
-                                       "batch's users in its time window that the ledger does not know. "
-                                       "Exit 0 only when everything matches.")
+    audit = _command(sub, "audit", "reconcile the ledger against the server's own list of bonuses", epilog=None,
+                     description="Checks that every bonus the ledger calls paid exists on the server with the "
+                                 "same user and amount, and that the server holds no bonus for the batch's users "
+                                 "in its time window that the ledger does not know. Exit 0 only when everything "
+                                 "matches.")
     _target_args(audit)
     audit_arguments(audit)
+
+    recover = _command(
+        sub, "recover", "rebuild the ledger's knowledge of operations sent in a time window (lost or new ledger)",
+        "Ask the server for the bonus operations sent between --since and --until and bring the ledger up to "
+        "date with what they paid, so a lost, restored or copied ledger never lets a row be paid twice.")
+    recover.add_argument("--since", required=True, type=_since, metavar="DATE",
+                         help="start of the window (inclusive): YYYY-MM-DD (00:00 UTC) or an ISO 8601 time "
+                              "(without a zone: UTC)")
+    recover.add_argument("--until", type=_until, metavar="DATE",
+                         help="end of the window (exclusive): YYYY-MM-DD includes that whole UTC day, or an "
+                              "ISO 8601 time (default: now)")
+    _target_args(recover)
+    _wait_arg(recover)
     return parser
 
 
+def _command(sub: Any, name: str, help: str, description: str, epilog: str | None = EXIT_CODES
+             ) -> argparse.ArgumentParser:
+    return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _target_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", default="local", choices=["local", "sandbox", "production"],
+    g = p.add_argument_group("target and data")
+    g.add_argument("--env", default="local", choices=["local", "sandbox", "production"],
                    help="local (default): an embedded sandbox server on loopback, no token needed; "
-                        "sandbox/production: Toloka's hosts from configs/, token from TOLOKA_TOKEN")
-    p.add_argument("--api-url", help="any Toloka-compatible server (e.g. a separately started `payout sandbox`); "
-                                     "token from TOLOKA_TOKEN")
-    p.add_argument("--config", type=Path, help="a TOML file overriding configs/<env>.toml")
-    p.add_argument("--ledger", type=Path, help="SQLite ledger (default per env, from configs/<env>.toml: production "
-                                                    "data/ledger.sqlite; each env has its own so play payouts never mark "
-                                                    "real rows paid)")
-    p.add_argument("--out", type=Path, help="report folder root (default data/reports)")
+                        "sandbox/production: Toloka's hosts from the configs shipped with payout, token from "
+                        "TOLOKA_TOKEN (never falls back to the embedded sandbox)")
+    g.add_argument("--api-url", metavar="URL",
+                   help="any Toloka-compatible server (e.g. a separately started `payout sandbox`); token from "
+                        "TOLOKA_TOKEN; its ledger is DATA/ledgers/api-<host>-<port>.sqlite, never the local one")
+    g.add_argument("--config", type=Path, metavar="FILE",
+                   help="a TOML file overriding the env's settings (any Settings key, e.g. batch_id_template, "
+                        "data_dir, max_wait_s); relative paths in it are relative to its folder")
+    g.add_argument("--data-dir", type=Path, metavar="DIR",
+                   help="where ledgers (DIR/ledgers/<target>.sqlite), reports (DIR/reports) and the embedded "
+                        "sandbox (DIR/sandbox.sqlite) live (default: $PAYOUT_DATA_DIR, else data_dir from "
+                        "--config, else $XDG_DATA_HOME/payout or ~/.local/share/payout)")
+    g.add_argument("--ledger", type=Path, metavar="PATH",
+                   help="SQLite ledger (default DATA/ledgers/<target>.sqlite: local, toloka-sandbox, production, "
+                        "or a slug of --api-url; each target has its own so play payouts never mark real rows paid)")
+    g.add_argument("--out", type=Path, metavar="DIR", help="report folder root (default DATA/reports)")
+
+
+def _wait_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-wait", type=float, metavar="SECONDS",
+                   help="longest wait for one operation to finish before the run stops and leaves its rows "
+                        "pending for the next run (default 1800)")
+
+
+def _parse_when(text: str, *, end: bool) -> datetime:
+    """YYYY-MM-DD (00:00 UTC; with end=True the next day's 00:00, so the whole day is inside) or ISO 8601."""
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+            day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            return day + timedelta(days=1) if end else day
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 time)") from None
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+
+
+def _since(text: str) -> datetime:
+    return _parse_when(text, end=False)
+
+
+def _until(text: str) -> datetime:
+    return _parse_when(text, end=True)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(
         args.env, args.config, api_url=args.api_url, ledger_path=args.ledger, out_dir=args.out,
-        chunk_size=getattr(args, "chunk_size", None), concurrency=getattr(args, "concurrency", None),
-        dedupe_policy=getattr(args, "dedupe_policy", None))
+        data_dir=args.data_dir, chunk_size=getattr(args, "chunk_size", None),
+        concurrency=getattr(args, "concurrency", None), dedupe_policy=getattr(args, "dedupe_policy", None),
+        max_wait_s=getattr(args, "max_wait", None), allow_repeats=getattr(args, "allow_repeats", None))
 
 
 @contextlib.contextmanager
 def api_target(settings: Settings) -> Iterator[Target]:
-    """The embedded sandbox for env local without --api-url; otherwise the configured URL and TOLOKA_TOKEN."""
+    """The embedded sandbox for env local without an api_url; otherwise the configured URL and TOLOKA_TOKEN."""
     if settings.api_url:
         token = token_from_env(required=True)
         assert token is not None
         logs.set_secret(token)
-        yield Target(settings.api_url, token)
+        yield _target(settings.api_url, token, None, settings)
         return
+    if settings.env != "local":  # load_settings refuses this already; never pay "production" into a play server
+        raise UsageError(f"--env {settings.env} has no api_url; it never falls back to the embedded sandbox")
     from pipeline.sandbox import SandboxServer
 
     token = secrets.token_urlsafe(16)
-    db = Path(settings.ledger_path).parent / "sandbox.sqlite"
+    db = settings.sandbox_db
     with SandboxServer(db, token=token) as server:
         structlog.get_logger("payout").info("embedded_sandbox", url=server.url, db=str(db))
-        yield Target(server.url, token, label=f"embedded sandbox ({db})")
+        yield _target(server.url, token, f"embedded sandbox ({db})", settings)
+
+
+def _target(url: str, token: str, label: str | None, settings: Settings) -> Target:
+    """A Target whose ledger identity is settings.target_id (stable across the embedded sandbox's restarts)."""
+    if "identity" in {f.name for f in dataclasses.fields(Target)}:
+        return Target(url, token, label=label, identity=settings.target_id)
+    return Target(url, token, label=label)  # a run module from before ledgers were bound to targets
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging(json=True if args.log_json else None, level=args.log_level)
+    structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
     try:
         if args.command == "sandbox":
             from pipeline.sandbox.cli import run as run_sandbox
 
             return run_sandbox(args)
         settings = settings_from(args)
+        sends = not (args.command == "run" and args.dry_run)
+        if sends and not settings.embedded:
+            token_from_env(required=True)  # before any folder is made or any ledger is opened
+        sheets = args.sheets if args.command == "run" else ()
+        batch_id = (resolve_batch_id(args.batch_id, settings, sheets, embedded=settings.embedded)
+                    if args.command == "run" else None)
+        run_recover = _recover_checked(args) if args.command == "recover" else None
+        preflight(settings, sheets)
+        _announce(settings)
         if args.command == "run":
             if args.dry_run:
-                result = run_payout(args.sheets, settings, None, batch_id=args.batch_id, dry_run=True)
+                result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True)
             else:
                 with api_target(settings) as target:
-                    result = run_payout(args.sheets, settings, target, batch_id=args.batch_id)
+                    result = run_payout(args.sheets, settings, target, batch_id=batch_id)
         elif args.command == "retry":
             with api_target(settings) as target:
                 result = retry_failed(settings, target, run_id=args.run_id)
@@ -144,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
 
             with api_target(settings) as target:
                 return run_audit(settings, target, args)
+        elif args.command == "recover":
+            assert run_recover is not None
+            with api_target(settings) as target:
+                return run_recover(settings, target, since=args.since, until=args.until)
         else:  # pragma: no cover - argparse rejects unknown commands
             parser.error(f"unknown command {args.command}")
         return _finish(result)
@@ -154,6 +247,34 @@ def main(argv: list[str] | None = None) -> int:
         print("payout: interrupted; the ledger is consistent, run the same command again to resume",
               file=sys.stderr)
         return 130
+
+
+def _announce(settings: Settings) -> None:
+    """Every run says where its data lives: one plain stderr line and one structured log event (after the
+    usage checks, so a refused run prints just its one error line)."""
+    print(f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports {settings.out_dir})",
+          file=sys.stderr)
+    structlog.get_logger("payout").info("data_dir", data_dir=str(settings.data_dir),
+                                        ledger=str(settings.ledger_path), reports=str(settings.out_dir),
+                                        target=settings.target_id)
+
+
+def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
+    """Check the --since/--until window, then import pipeline.recover lazily (every other command works
+    without it) and return its run_recover."""
+    if args.since > datetime.now(timezone.utc):
+        raise UsageError(f"--since ({args.since:%Y-%m-%d %H:%M} UTC) is in the future")
+    if args.until is not None and args.until <= args.since:
+        raise UsageError(f"--until ({args.until:%Y-%m-%d %H:%M} UTC) must be after --since "
+                         f"({args.since:%Y-%m-%d %H:%M} UTC)")
+    try:
+        from pipeline.recover import run_recover
+    except ModuleNotFoundError as exc:
+        if exc.name != "pipeline.recover":
+            raise
+        raise UsageError("payout recover is not available in this installation (pipeline.recover is missing)") \
+            from None
+    return run_recover
 
 
 def _finish(result: RunResult) -> int:

@@ -32,7 +32,8 @@ def test_kill_9_between_intent_and_response_then_rerun_pays_each_row_once(tmp_pa
     rows = [row(i, amount="3.00") for i in range(40)]
     sheet = write_csv(tmp_path / "payouts.csv", rows)
     ledger = tmp_path / "ledger.sqlite"
-    common = ["--ledger", str(ledger), "--out", str(tmp_path / "reports"), "--chunk-size", "10"]
+    common = ["--ledger", str(ledger), "--out", str(tmp_path / "reports"), "--chunk-size", "10",
+              "--batch-id", "payouts"]
     # Every POST is committed by the server and then its connection is dropped; every answer is slow,
     # so the client is still waiting to learn what happened when we kill it.
     with SandboxProcess(tmp_path / "sandbox.sqlite", "--faults", "reset_after_commit=1.0,latency_ms=400") as server:

@@ -128,9 +128,10 @@ class Payout:
     extra: list[str] = field(default_factory=list)
 
     def argv(self) -> list[str]:
+        batch = [] if "--batch-id" in self.extra else ["--batch-id", self.sheet.stem]
         return [sys.executable, "-m", "pipeline", "--log-json", "run", str(self.sheet), "--api-url", self.url,
                 "--ledger", str(self.ledger), "--out", str(self.out), "--config", str(self.config),
-                "--chunk-size", str(self.chunk_size), "--concurrency", str(self.concurrency), *self.extra]
+                "--chunk-size", str(self.chunk_size), "--concurrency", str(self.concurrency), *batch, *self.extra]
 
     def start(self, log_path: Path) -> subprocess.Popen[bytes]:
         env = {**os.environ, "TOLOKA_TOKEN": TOKEN,
@@ -232,12 +233,15 @@ def last_bonus_id(url: str, token: str = TOKEN) -> int:
 
 
 def ledger_statuses(path: Path) -> dict[str, int]:
-    """Rows per ledger status, plus `submitted`: planned rows whose operation the server already holds."""
+    """Rows per ledger status, plus `submitted`: planned rows whose operation the server already holds.
+
+    Rows a fresh ledger recovered from other batches on the same server (batch '') are not counted."""
     if not path.exists():
         return {}
     with sqlite3.connect(path, timeout=30) as db:
         try:
-            counts = dict(db.execute("SELECT status, count(*) FROM rows GROUP BY status").fetchall())
+            counts = dict(db.execute("SELECT status, count(*) FROM rows WHERE batch_id != '' GROUP BY status"
+                                     ).fetchall())
             [(submitted,)] = db.execute(
                 "SELECT count(*) FROM rows r JOIN operations o ON r.operation_id = o.operation_id"
                 " WHERE r.status = 'planned' AND o.state = 'submitted'").fetchall()

@@ -176,7 +176,7 @@ def p2(n: int, work: Path, chunk: int = 5000, concurrency: int = 4) -> dict[str,
         env = dict(os.environ, TOLOKA_TOKEN=TOKEN)
         cmd = [sys.executable, "-m", "pipeline", "--log-json", "run", str(sheet), "--api-url", url,
                "--ledger", str(tmp / "ledger.sqlite"), "--out", str(tmp / "reports"),
-               "--chunk-size", str(chunk), "--concurrency", str(concurrency)]
+               "--chunk-size", str(chunk), "--concurrency", str(concurrency), "--batch-id", sheet.stem]
         m = measure(cmd, env)
         stats = sandbox_stats(url)
     finally:
