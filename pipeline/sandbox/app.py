@@ -25,6 +25,8 @@ CONFLICT_MESSAGE = (
     "to same Toloker in single operation"
 )
 RESET = 599  # internal marker: the connection was aborted, the client saw no status
+OPERATION_TYPE = "USER_BONUS.BATCH_CREATE"  # the only operation type the sandbox has
+MAX_OPERATIONS_LIMIT = 500  # toloka-kit's find_operations: "The maximum allowed value: 500"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -56,10 +58,18 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(data), content_type=JSON)
 
 
+def _invalid(name: str, code: str, message: str) -> ApiError:
+    return ApiError(400, "VALIDATION_ERROR", "Validation failed", {name: {"code": code, "message": message}})
+
+
+def _page(items: list[dict[str, Any]], has_more: bool) -> web.Response:
+    return json_response({"items": items, "has_more": has_more})
+
+
 def _bool_param(query: Any, name: str) -> bool:
     value = query.get(name, "false").lower()
     if value not in ("true", "false"):
-        raise ApiError(400, "VALIDATION_ERROR", "Validation failed", {name: {"code": "BOOLEAN_EXPECTED", "message": "Boolean expected"}})
+        raise _invalid(name, "BOOLEAN_EXPECTED", "Boolean expected")
     return value == "true"
 
 
@@ -67,11 +77,58 @@ def _time_param(name: str, text: str) -> int:
     try:
         moment = datetime.fromisoformat(text.removesuffix("Z"))
     except ValueError:
-        raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
-                       {name: {"code": "INVALID_DATE_TIME_SYNTAX", "message": "Date or date-time expected"}}) from None
+        raise _invalid(name, "INVALID_DATE_TIME_SYNTAX", "Date or date-time expected") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
     return int(moment.timestamp() * 1_000_000)
+
+
+def _bonus_id_param(name: str, text: str) -> int:
+    if not text.isdigit():
+        raise _invalid(name, "INVALID_VALUE", "Bonus id expected")
+    return int(text)
+
+
+class Listing:
+    """WHERE, ORDER BY and LIMIT of a Toloka list request (`GET /user-bonuses`, `GET /operations`)."""
+
+    def __init__(self, query: Any) -> None:
+        self.query = query
+        self.where: list[str] = []
+        self.args: list[Any] = []
+
+    def equal(self, *names: str) -> None:
+        """Exact-match filters; each name is also the column."""
+        for name in names:
+            if name in self.query:
+                self.where.append(f"{name} = ?")
+                self.args.append(self.query[name])
+
+    def ranges(self, name: str, column: str, convert: Callable[[str, str], Any]) -> None:
+        """`<name>_gt/gte/lt/lte` filters on `column`; `convert(param, text)` gives the SQL value or raises."""
+        for suffix, op in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
+            param = f"{name}_{suffix}"
+            if param in self.query:
+                self.where.append(f"{column} {op} ?")
+                self.args.append(convert(param, self.query[param]))
+
+    def order(self, columns: dict[str, str]) -> str:
+        """ORDER BY from `sort` (comma list, `-` for descending; default `id`), always ending in a unique id."""
+        order = []
+        for part in self.query.get("sort", "id").split(","):
+            name = part.strip().removeprefix("-")
+            if name not in columns:
+                raise _invalid("sort", "UNKNOWN_ENUM_VALUE", f"Unknown sort field {name!r}")
+            order.append(columns[name] + (" DESC" if part.strip().startswith("-") else ""))
+        if not any(item.startswith("id") for item in order):
+            order.append("id")
+        return ", ".join(order)
+
+    def limit(self, maximum: int) -> int:
+        text = self.query.get("limit", "50")
+        if not text.isdigit() or not 1 <= int(text) <= maximum:
+            raise _invalid("limit", "VALUE_OUT_OF_BOUNDS", f"Limit must be from 1 to {maximum}")
+        return int(text)
 
 
 def _seconds_to_utc_midnight() -> int:
@@ -103,6 +160,7 @@ class Sandbox:
         app.router.add_post("/api/v1/user-bonuses", self.post_bonuses)
         app.router.add_get("/api/v1/user-bonuses", self.list_bonuses)
         app.router.add_get("/api/v1/user-bonuses/{id}", self.get_bonus)
+        app.router.add_get("/api/v1/operations", self.list_operations)
         app.router.add_get("/api/v1/operations/{id}", self.get_operation)
         app.router.add_get("/api/v1/operations/{id}/log", self.get_operation_log)
         app.router.add_post("/_sandbox/faults", self.set_faults)
@@ -163,14 +221,18 @@ class Sandbox:
         return await handler(request)
 
     def _spend_daily_quota(self) -> None:
+        """Count one POST against today's (UTC) quota; the count is kept in the database across restarts."""
         day = datetime.now(timezone.utc).date().isoformat()
         quota_day, used = self._quota
-        used = used + 1 if quota_day == day else 1
-        if used > self.limits.daily_quota:
+        if quota_day != day:
+            used = self.store.quota_used(day)
+            self._quota = (day, used)
+        if used >= self.limits.daily_quota:
             raise ApiError(429, "TOO_MANY_REQUESTS", f"Daily quota of {self.limits.daily_quota} requests is spent",
                            {"interval": "DAY", "limit": self.limits.daily_quota},
                            {"Retry-After": str(_seconds_to_utc_midnight())})
-        self._quota = (day, used)
+        self.store.save_quota(day, used + 1)
+        self._quota = (day, used + 1)
 
     def _reset_after_commit(self, request: web.Request) -> bool:
         """Drop the connection without an answer when the fault fires (the work is already committed)."""
@@ -205,8 +267,7 @@ class Sandbox:
             try:
                 uuid.UUID(op_id)
             except ValueError:
-                raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
-                               {"operation_id": {"code": "UUID_EXPECTED", "message": "UUID expected"}}) from None
+                raise _invalid("operation_id", "UUID_EXPECTED", "UUID expected") from None
         try:
             raw = await request.read()
         except ConnectionResetError:  # the client went away mid-body (e.g. killed): nothing to answer
@@ -267,41 +328,14 @@ class Sandbox:
         return json_response(result, 201)
 
     async def list_bonuses(self, request: web.Request) -> web.StreamResponse:
-        query = request.query
-        where: list[str] = []
-        args: list[Any] = []
-        for name in ("user_id", "private_comment", "assignment_id"):
-            if name in query:
-                where.append(f"{name} = ?")
-                args.append(query[name])
-        for suffix, op in (("gt", ">"), ("gte", ">="), ("lt", "<"), ("lte", "<=")):
-            if f"id_{suffix}" in query:
-                text = query[f"id_{suffix}"]
-                if not text.isdigit():
-                    raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
-                                   {f"id_{suffix}": {"code": "INVALID_VALUE", "message": "Bonus id expected"}})
-                where.append(f"id {op} ?")
-                args.append(int(text))
-            if f"created_{suffix}" in query:
-                where.append(f"created_us {op} ?")
-                args.append(_time_param(f"created_{suffix}", query[f"created_{suffix}"]))
-        order = []
-        for part in query.get("sort", "id").split(","):
-            name = part.strip().removeprefix("-")
-            if name not in ("id", "created"):
-                raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
-                               {"sort": {"code": "UNKNOWN_ENUM_VALUE", "message": f"Unknown sort field {name!r}"}})
-            order.append(("id" if name == "id" else "created_us") + (" DESC" if part.strip().startswith("-") else ""))
-        if not any(item.startswith("id") for item in order):
-            order.append("id")
-        limit_text = query.get("limit", "50")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= self.limits.max_list_limit:
-            raise ApiError(400, "VALIDATION_ERROR", "Validation failed",
-                           {"limit": {"code": "VALUE_OUT_OF_BOUNDS",
-                                      "message": f"Limit must be from 1 to {self.limits.max_list_limit}"}})
-        limit = int(limit_text)
-        rows = self.store.find_bonuses(where, args, ", ".join(order), limit + 1)
-        return json_response({"items": [self.bonus_view(row) for row in rows[:limit]], "has_more": len(rows) > limit})
+        listing = Listing(request.query)
+        listing.equal("user_id", "private_comment", "assignment_id")
+        listing.ranges("id", "id", _bonus_id_param)
+        listing.ranges("created", "created_us", _time_param)
+        order = listing.order({"id": "id", "created": "created_us"})
+        limit = listing.limit(self.limits.max_list_limit)
+        rows = self.store.find_bonuses(listing.where, listing.args, order, limit + 1)
+        return _page([self.bonus_view(row) for row in rows[:limit]], len(rows) > limit)
 
     async def get_bonus(self, request: web.Request) -> web.StreamResponse:
         text = request.match_info["id"]
@@ -314,7 +348,7 @@ class Sandbox:
     @staticmethod
     def operation_view(row: tuple) -> dict[str, Any]:
         op_id, status, skip, submitted, started, finished, total, valid, not_valid, success, failed = row
-        view: dict[str, Any] = {"id": op_id, "type": "USER_BONUS.BATCH_CREATE", "status": status,
+        view: dict[str, Any] = {"id": op_id, "type": OPERATION_TYPE, "status": status,
                                 "submitted": render_time(submitted)}
         if started is not None:
             view["started"] = render_time(started)
@@ -335,6 +369,19 @@ class Sandbox:
 
     async def get_operation(self, request: web.Request) -> web.StreamResponse:
         return json_response(self.operation_view(self._operation(request)))
+
+    async def list_operations(self, request: web.Request) -> web.StreamResponse:
+        listing = Listing(request.query)
+        listing.equal("status")
+        listing.ranges("id", "id", lambda name, text: text)
+        listing.ranges("submitted", "submitted_us", _time_param)
+        listing.ranges("finished", "finished_us", _time_param)
+        order = listing.order({"id": "id", "submitted": "submitted_us", "finished": "finished_us"})
+        limit = listing.limit(MAX_OPERATIONS_LIMIT)
+        if request.query.get("type", OPERATION_TYPE) != OPERATION_TYPE:
+            return _page([], False)  # the sandbox only has bonus operations
+        rows = self.store.find_operations(listing.where, listing.args, order, limit + 1)
+        return _page([self.operation_view(row) for row in rows[:limit]], len(rows) > limit)
 
     async def get_operation_log(self, request: web.Request) -> web.StreamResponse:
         op_id = self._operation(request)[0]

@@ -43,7 +43,10 @@ CREATE TABLE IF NOT EXISTS operations (
     failed_count INTEGER NOT NULL DEFAULT 0,
     items BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS operations_status ON operations(status, seq);
+DROP INDEX IF EXISTS operations_status;  -- was (status, seq); (status, id) also serves listing by status
+CREATE INDEX IF NOT EXISTS operations_status_id ON operations(status, id);
+CREATE INDEX IF NOT EXISTS operations_submitted ON operations(submitted_us, id);
+CREATE INDEX IF NOT EXISTS operations_finished ON operations(finished_us, id);
 CREATE TABLE IF NOT EXISTS operation_failures (
     operation_id TEXT NOT NULL,
     item_idx INTEGER NOT NULL,
@@ -51,9 +54,17 @@ CREATE TABLE IF NOT EXISTS operation_failures (
     output BLOB NOT NULL,
     PRIMARY KEY (operation_id, item_idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quota (
+    day TEXT PRIMARY KEY,
+    used INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 BONUS_COLUMNS = "id, user_id, amount, private_comment, public_title, public_message, without_message, assignment_id, created_us"
+OPERATION_COLUMNS = (
+    "id, status, skip_invalid_items, submitted_us, started_us, finished_us, total_count, valid_count, "
+    "not_valid_count, success_count, failed_count"
+)
 
 
 def now_us() -> int:
@@ -218,11 +229,10 @@ class Store:
         return len(rows)
 
     def get_operation(self, op_id: str) -> tuple | None:
-        return self.conn.execute(
-            "SELECT id, status, skip_invalid_items, submitted_us, started_us, finished_us, total_count, valid_count, "
-            "not_valid_count, success_count, failed_count FROM operations WHERE id=?",
-            (op_id,),
-        ).fetchone()
+        return self.conn.execute(f"SELECT {OPERATION_COLUMNS} FROM operations WHERE id=?", (op_id,)).fetchone()
+
+    def find_operations(self, where: list[str], args: list[Any], order: str, limit: int) -> list[tuple]:
+        return self._find(OPERATION_COLUMNS, "operations", where, args, order, limit)
 
     def operation_log(self, op_id: str) -> tuple[bytes, dict[int, int], dict[int, tuple[str, bytes]]]:
         """The items blob, bonus id by item index, and failure (type, output) by item index."""
@@ -240,10 +250,22 @@ class Store:
         return self.conn.execute(f"SELECT {BONUS_COLUMNS} FROM bonuses WHERE id=?", (bonus_id,)).fetchone()
 
     def find_bonuses(self, where: list[str], args: list[Any], order: str, limit: int) -> list[tuple]:
-        sql = f"SELECT {BONUS_COLUMNS} FROM bonuses"
+        return self._find(BONUS_COLUMNS, "bonuses", where, args, order, limit)
+
+    def _find(self, columns: str, table: str, where: list[str], args: list[Any], order: str, limit: int) -> list[tuple]:
+        sql = f"SELECT {columns} FROM {table}"
         if where:
             sql += " WHERE " + " AND ".join(where)
         return self.conn.execute(f"{sql} ORDER BY {order} LIMIT ?", (*args, limit)).fetchall()
+
+    def quota_used(self, day: str) -> int:
+        """POSTs counted against the daily quota on `day` (ISO date, UTC)."""
+        row = self.conn.execute("SELECT used FROM quota WHERE day=?", (day,)).fetchone()
+        return 0 if row is None else row[0]
+
+    def save_quota(self, day: str, used: int) -> None:
+        """One autocommit row write (WAL, synchronous=NORMAL: no fsync), so the count survives a restart."""
+        self.conn.execute("INSERT OR REPLACE INTO quota (day, used) VALUES (?, ?)", (day, used))
 
     def counts(self) -> tuple[int, dict[str, int]]:
         bonuses = self.conn.execute("SELECT count(*) FROM bonuses").fetchone()[0]

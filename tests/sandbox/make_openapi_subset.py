@@ -24,7 +24,7 @@ import yaml
 SOURCE = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/shared/toloka-openapi")
 OUT = Path(__file__).with_name("toloka_openapi_subset.json")
 ROOTS = ["UserBonusFormV1", "UserBonusViewV1", "PageOfBonusV1", "PageOfV1UserBonusViewV1", "OperationViewV1",
-         "OperationLog", "HasMore"]
+         "PageOfV1OperationViewV1", "OperationLog", "HasMore"]
 DROP = {"description", "example", "examples", "summary", "default", "discriminator", "xml", "externalDocs"}
 
 

@@ -74,6 +74,8 @@ _STRICT_LIST = {"allOf": [{"$ref": "#/$defs/PageOfV1UserBonusViewV1"}], "require
 _STRICT_PAGE = {"allOf": [{"$ref": "#/$defs/PageOfBonusV1"}], "required": ["items"],
                 "properties": {"items": {"propertyNames": {"pattern": "^[0-9]+$"}, "additionalProperties": _STRICT_VIEW},
                                "validation_errors": {"propertyNames": {"pattern": "^[0-9]+$"}}}}
+_STRICT_OPERATIONS = {"allOf": [{"$ref": "#/$defs/PageOfV1OperationViewV1"}], "required": ["items", "has_more"],
+                      "properties": {"items": {"items": {"$ref": "#/$defs/UserBonusBatchCreateOperationV1"}}}}
 _LOG = {"type": "array", "items": {"allOf": [{"$ref": "#/$defs/OperationLog"}],
                                    "required": ["type", "success", "input", "output"]}}
 
@@ -160,6 +162,27 @@ def test_listing_and_single_bonus(sandbox):
     conforms(_STRICT_VIEW, one.json())
 
 
+def test_operations_list_pages(sandbox):
+    session = api_session()
+    set_faults(sandbox.url, "op_fail=1")
+    failed = session.post(sandbox.url + BONUSES, params={"async_mode": "true"}, json=[bonus(1)]).json()
+    wait_operation(session, sandbox.url, failed["id"])
+    set_faults(sandbox.url, "slow_op_ms=60000")
+    pending = session.post(sandbox.url + BONUSES, params={"async_mode": "true"}, json=[bonus(2)]).json()
+    synced = str(uuid.uuid4())
+    session.post(sandbox.url + BONUSES, params={"operation_id": synced, "skip_invalid_items": "true"},
+                 json=[bonus(3), {"user_id": "nobody", "amount": 1, "without_message": True}])
+    url = sandbox.url + "/api/v1/operations"
+    whole = session.get(url, params={"sort": "-submitted"}).json()
+    conforms(_STRICT_OPERATIONS, whole)
+    assert {op["id"] for op in whole["items"]} == {failed["id"], pending["id"], synced} and not whole["has_more"]
+    statuses = sorted(op["status"] for op in whole["items"])
+    assert statuses in (["FAIL", "PENDING", "SUCCESS"], ["FAIL", "RUNNING", "SUCCESS"])
+    first = session.get(url, params={"limit": 1}).json()
+    conforms(_STRICT_OPERATIONS, first)
+    assert first["has_more"] is True and len(first["items"]) == 1
+
+
 def test_error_envelopes(sandbox):
     session = api_session()
     url = sandbox.url + BONUSES
@@ -168,6 +191,8 @@ def test_error_envelopes(sandbox):
     error(api_session("wrong").get(url), 401, "AUTHENTICATION_ERROR")
     error(session.get(url + "/999999999999"), 404, "DOES_NOT_EXIST")
     error(session.get(f"{sandbox.url}/api/v1/operations/{uuid.uuid4()}"), 404, "DOES_NOT_EXIST")
+    error(session.get(f"{sandbox.url}/api/v1/operations", params={"limit": 501}), 400, "VALIDATION_ERROR")
+    error(api_session("wrong").get(f"{sandbox.url}/api/v1/operations"), 401, "AUTHENTICATION_ERROR")
     op_id = str(uuid.uuid4())
     assert session.post(url, params={"async_mode": "true", "operation_id": op_id}, json=[bonus(1)]).status_code == 201
     error(session.post(url, params={"async_mode": "true", "operation_id": op_id}, json=[bonus(1)]),
@@ -233,3 +258,6 @@ def test_a_nonconforming_answer_is_caught():
             conforms(_STRICT_VIEW, broken)
     with pytest.raises(AssertionError):
         conforms("OperationViewV1", {"id": "x", "status": "DONE"})
+    for page in ({"items": [{"id": "x", "status": "DONE"}], "has_more": False}, {"items": []}):
+        with pytest.raises(AssertionError):
+            conforms(_STRICT_OPERATIONS, page)

@@ -1,9 +1,15 @@
-"""A real `python -m pipeline.sandbox` process: state survives restarts, and a killed operation ends consistently."""
+"""A real `python -m pipeline.sandbox` process: state (the daily quota count too) survives restarts, and a killed
+operation ends consistently."""
 from __future__ import annotations
 
 import signal
+import sqlite3
 import time
 import uuid
+from datetime import datetime, timezone
+
+import pytest
+import requests
 
 from sandbox_fixtures import SandboxProcess, api_session, bonus, set_faults, stats, wait_operation
 
@@ -45,3 +51,22 @@ def test_operation_killed_in_flight_finishes_exactly_once_after_restart(tmp_path
         again = session.post(process.url + BONUSES, params={"async_mode": "true", "operation_id": op_id}, json=items)
         assert again.status_code == 409
         assert stats(process.url)["bonuses_total"] == 50
+
+
+def test_daily_quota_count_survives_a_restart(tmp_path):
+    day = datetime.now(timezone.utc).date().isoformat()
+    with SandboxProcess(tmp_path / "sandbox.sqlite", "--daily-quota", "3") as process:
+        session = api_session()
+
+        def post(item: dict) -> requests.Response:
+            return session.post(process.url + BONUSES, json=item)
+
+        answers = [post(bonus(1)), post({"user_id": "nobody"})]  # a refused POST still counts, as at Toloka
+        process.restart()  # SIGKILL: only what is in the db survives
+        answers += [post(bonus(2)), post(bonus(3)), post(bonus(4))]
+    if datetime.now(timezone.utc).date().isoformat() != day:
+        pytest.skip("crossed UTC midnight: a new day has a new quota")
+    assert [answer.status_code for answer in answers] == [201, 400, 201, 429, 429]
+    assert answers[-1].json()["payload"] == {"interval": "DAY", "limit": 3}
+    with sqlite3.connect(tmp_path / "sandbox.sqlite") as conn:  # the 429s were not counted
+        assert conn.execute("SELECT day, used FROM quota").fetchall() == [(day, 3)]

@@ -15,7 +15,7 @@ from toloka.client.exceptions import (  # noqa: E402
 from toloka.client.operations import UserBonusCreateBatchOperation  # noqa: E402
 from toloka.client.user_bonus import UserBonusesCreateRequestParameters  # noqa: E402
 
-from sandbox_fixtures import TOKEN, set_faults, stats, user_id  # noqa: E402
+from sandbox_fixtures import TOKEN, api_session, set_faults, stats, user_id, wait_operation  # noqa: E402
 
 
 @pytest.fixture
@@ -108,3 +108,20 @@ def test_kit_reads_an_injected_429_as_too_many_requests(client, sandbox):
         client.find_user_bonuses(limit=5)
     assert limited.value.status_code == 429 and limited.value.payload == {"interval": "MIN"}
     assert stats(sandbox.url)["faults"] == {"http_429": 1}
+
+
+def test_find_and_get_operations(client, sandbox):
+    session = api_session()
+    ops = [client.create_user_bonuses_async([kit_bonus(n)]) for n in range(3)]
+    for op in ops:
+        wait_operation(session, sandbox.url, op.id)  # toloka-kit's own wait_operation sleeps 0.5 s or more
+    every = list(client.get_operations(batch_size=2))
+    assert [op.id for op in every] == sorted(op.id for op in ops)
+    assert all(isinstance(op, UserBonusCreateBatchOperation) and op.status.value == "SUCCESS" for op in every)
+    assert every[0] == client.get_operation(every[0].id)
+    newest = client.find_operations(type="USER_BONUS.BATCH_CREATE", status="SUCCESS", sort=["-submitted", "id"], limit=2)
+    assert newest.has_more is True and newest.items[0].submitted >= newest.items[1].submitted
+    oldest = min(every, key=lambda op: (op.submitted, op.id))
+    assert {op.id for op in client.get_operations(submitted_gte=oldest.submitted)} == {op.id for op in ops}
+    assert {op.id for op in client.get_operations(finished_gt=max(op.finished for op in every))} == set()
+    assert client.find_operations(type="POOL.OPEN").items == []
