@@ -49,17 +49,31 @@ class ApiError(PayoutError):
 class ApiTransientError(ApiError, ConnectionError):
     """Outcome unknown or temporarily refused (connection error, timeout, 5xx, 429): safe to ask again."""
 
+    # Seconds the server asked us to wait before asking again; set only on `RateLimited`.
+    retry_after: float | None = None
 
-class QuotaExhausted(ApiTransientError):
-    """The daily (or hourly) request quota is spent: stop cleanly and re-run after `retry_after` seconds."""
+
+class ApiUnexpectedAnswer(ApiTransientError):
+    """The server answered, but not with anything we can trust as definitive (a 2xx that is not JSON or not
+    the object asked for, an HTML 404 from a proxy, ...). The outcome is unknown: ask the server again; never
+    resend blind, never mark rows failed on it."""
+
+
+class RateLimited(ApiTransientError):
+    """429: asking again is safe, but not before `retry_after` seconds."""
 
     def __init__(self, message: str, *, retry_after: float, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 
 
+class QuotaExhausted(RateLimited):
+    """The daily (or hourly) request quota is spent: stop cleanly and re-run after `retry_after` seconds."""
+
+
 class ApiRejectedError(ApiError):
-    """The server answered with a definite refusal (4xx other than 429)."""
+    """The server answered with a definite refusal: a 4xx (other than 408/429) carrying Toloka's JSON error
+    envelope with a `code` (or its documented bare 409 field map)."""
 
 
 class AuthRefused(ApiRejectedError, PermissionError):
