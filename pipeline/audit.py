@@ -21,7 +21,8 @@ from pipeline.config import Settings
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.money import cents_from_json, format_cents
-from pipeline.run import Target, make_client, new_run_id
+from pipeline.run import new_run_id
+from pipeline.target import Target, make_client
 from pipeline.toloka import TolokaClient
 
 KINDS = ("matched", "missing", "mismatched", "unexpected")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import re
 import secrets
 import sys
@@ -18,7 +17,8 @@ import structlog
 from pipeline import logs, report
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
 from pipeline.errors import PayoutError, UsageError
-from pipeline.run import RunResult, Target, retry_failed, run_payout
+from pipeline.run import RunResult, retry_failed, run_payout
+from pipeline.target import Target
 
 EXIT_CODES = """exit codes:
   0  every valid row is paid
@@ -194,9 +194,7 @@ def api_target(settings: Settings) -> Iterator[Target]:
 
 def _target(url: str, token: str, label: str | None, settings: Settings) -> Target:
     """A Target whose ledger identity is settings.target_id (stable across the embedded sandbox's restarts)."""
-    if "identity" in {f.name for f in dataclasses.fields(Target)}:
-        return Target(url, token, label=label, identity=settings.target_id)
-    return Target(url, token, label=label)  # a run module from before ledgers were bound to targets
+    return Target(url, token, label=label, identity=settings.target_id)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -53,7 +53,7 @@ class Settings:
     chunk_size: int = 5000
     concurrency: int = 4
     request_timeout_s: float = 10.0
-    request_deadline_s: float = 60.0  # total time one request may take, retries included
+    request_deadline_s: float = 60.0  # total time one HTTP exchange may take (each retry gets its own)
     max_retries: int = 8
     backoff_base_s: float = 0.2
     backoff_max_s: float = 30.0

@@ -31,7 +31,6 @@ from pipeline.errors import (
     ApiError,
     ApiRejectedError,
     ApiTransientError,
-    ApiUnexpectedAnswer,
     ApiUnreachable,
     AuthRefused,
     PayoutError,
@@ -44,6 +43,7 @@ from pipeline.wire import body_for
 log = structlog.get_logger("payout.execute")
 
 TERMINAL = ("SUCCESS", "FAIL")
+LOOKAHEAD = 2  # operations whose intent may be committed per sender before one of them finishes
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
 RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
@@ -122,12 +122,30 @@ class Executor:
         start on the first ones while later intent is still being written; after a stop no further intent
         is written (the run then records rows it never planned).
         """
+        ahead = threading.Semaphore(self.concurrency * LOOKAHEAD)  # intent is written just ahead of sending
+
+        def drive(op: Operation) -> None:
+            try:
+                self._drive(op)
+            except PayoutError:
+                self._stop.set()  # no further intent or POST; the error is collected below
+                raise
+            finally:
+                ahead.release()
+
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="op") as pool:
             futures = []
-            for op in operations:
+            iterator = iter(operations)
+            while True:
+                while not ahead.acquire(timeout=0.5):
+                    if self._stop.is_set():
+                        break
                 if self._stop.is_set():
                     break
-                futures.append(pool.submit(self._drive, op))
+                op = next(iterator, None)
+                if op is None:
+                    break
+                futures.append(pool.submit(drive, op))
             for fut in as_completed(futures):
                 try:
                     fut.result()
@@ -169,53 +187,53 @@ class Executor:
         """Return the server's view of the operation, POSTing (same id, always) only when it is absent.
 
         Every doubt (no answer, a 5xx, an answer we cannot trust, "already exists" that the server then cannot
-        find) is followed by a look-up and a backed-off pause; after `max_retries` doubts the run stops and the
-        operation stays open for the next run.
+        find) is followed by a look-up; only a definite "absent" allows the POST again, after a backed-off
+        pause. After `max_retries` doubts the run stops and the operation stays open for the next run.
         """
         resumed = op.state == "submitted" or op.run_id != self.run_id
-        if resumed and not known_missing:
-            remote = self._lookup(op.operation_id)
-            if remote is not None:
-                return remote
-            log.warning("operation_missing_on_server", operation_id=op.operation_id)
-        body = body_for(rows)
+        must_ask = resumed and not known_missing
+        body: bytes | None = None
+        doubt: ApiError | None = None
         attempt = 0
         while not self._stop.is_set():
+            if not must_ask:
+                try:
+                    body = body or body_for(rows)
+                    remote = self.client.create_bonuses_async(body, op.operation_id)
+                    self.ledger.mark_submitted(op.operation_id, remote)
+                    self._event("submitted")
+                    return remote
+                except (QuotaExhausted, AuthRefused):
+                    raise
+                except ApiRejectedError as e:
+                    if e.code != "OPERATION_ALREADY_EXISTS":
+                        self._reject(op, rows, e)
+                        return None
+                    self._event("already_exists")  # an earlier attempt reached the server: read it
+                    doubt = e
+                except ApiTransientError as e:
+                    self._event("submit_doubt")  # the server may have created it: ask before sending again
+                    doubt = e
             try:
-                remote = self.client.create_bonuses_async(body, op.operation_id)
-                self.ledger.mark_submitted(op.operation_id, remote)
-                self._event("submitted")
-                return remote
-            except (QuotaExhausted, AuthRefused):
+                remote = self.client.get_operation(op.operation_id)
+            except ApiUnreachable:
                 raise
-            except ApiRejectedError as e:
-                if e.code != "OPERATION_ALREADY_EXISTS":
-                    self._reject(op, rows, e)
-                    return None
-                self._event("already_exists")  # an earlier attempt reached the server: read it
-                doubt: ApiError = e
-            except ApiTransientError as e:
-                self._event("submit_doubt")  # the server may have created it: ask before sending again
-                doubt = e
-            remote = self._lookup(op.operation_id)
-            if remote is not None:
-                self.ledger.mark_submitted(op.operation_id, remote)
-                return remote
+            except ApiTransientError as e:  # no trustworthy answer: ask again later, never POST on a doubt
+                remote, must_ask, doubt = None, True, e
+            else:
+                if remote is not None:
+                    self.ledger.mark_submitted(op.operation_id, remote)
+                    return remote
+                must_ask = False  # the server says it has never heard of it: the POST may go (same id)
+                if resumed and doubt is None:
+                    log.warning("operation_missing_on_server", operation_id=op.operation_id)
+                    continue
             log.info("submit_uncertain", operation_id=op.operation_id, error=str(doubt), attempt=attempt)
             if attempt >= self.client.retry.max_retries:
                 raise ApiUnreachable(f"could not submit operation {op.operation_id}: {doubt}") from doubt
             self._sleep(self.client.retry.delay(attempt, getattr(doubt, "retry_after", None)))
             attempt += 1
         return None
-
-    def _lookup(self, operation_id: str) -> dict[str, Any] | None:
-        """The operation as the server shows it, or None when it is absent or the answer is not trustworthy."""
-        try:
-            return self.client.get_operation(operation_id)
-        except ApiUnreachable:
-            raise
-        except ApiTransientError:
-            return None
 
     def _wait(self, op: Operation) -> dict[str, Any] | None:
         """Poll with growing intervals until SUCCESS or FAIL (or unknown to the server), at most `max_wait_s`."""
@@ -251,10 +269,12 @@ class Executor:
         """Map every log entry back to its row by `__item_idx` and record all results at once."""
         try:
             entries: list[dict[str, Any]] | None = self.client.get_operation_log(op.operation_id)
-        except (ApiRejectedError, ApiUnexpectedAnswer) as e:
-            # The log is gone (archived or lost) or unreadable: items may be paid. Never resend blind.
+        except ApiRejectedError as e:
+            # The log is gone for good (archived or lost): items may be paid. Never resend blind.
             log.error("operation_log_unavailable", operation_id=op.operation_id, code=e.code, error=str(e))
             entries = None
+        # (an answer we cannot trust, ApiUnexpectedAnswer, propagates: the run stops, the operation stays open
+        # and the next run reads its log again)
         results = map_log(rows, remote.get("status"), entries)
         self.ledger.record_outcome(op.operation_id, remote, results, self.run_id)
         self._event(f"op_{str(remote.get('status')).lower()}")

@@ -297,6 +297,12 @@ class Ledger:
                         self.db.execute("COMMIT")
         return pd.DataFrame(got, columns=cols)
 
+    def claim_recovered(self, batch_id: str, row_keys: Sequence[str]) -> None:
+        """Recovered rows (batch unknown) that a sheet of `batch_id` holds belong to that batch from now on."""
+        if row_keys:
+            self._tx([("UPDATE rows SET batch_id=? WHERE row_key=? AND batch_id=''",
+                       [(batch_id, k) for k in row_keys], True)])
+
     def batch_has_bonus_keys(self, batch_id: str) -> bool:
         """Whether some row of the batch was keyed by a bonus_key (its row key is not its content key)."""
         return bool(self._query("SELECT 1 FROM rows WHERE batch_id=? AND content_key IS NOT NULL"

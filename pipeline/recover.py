@@ -19,7 +19,7 @@ import orjson
 import structlog
 
 from pipeline import keys
-from pipeline.errors import ApiRejectedError, ApiUnexpectedAnswer, UsageError
+from pipeline.errors import ApiRejectedError, UsageError
 from pipeline.execute import TERMINAL, map_log
 from pipeline.ledger import Ledger, utcnow
 from pipeline.money import cents_from_json
@@ -43,9 +43,9 @@ class Recovery:
     requests: int = 0
 
     def describe(self) -> str:
-        return (f"recovered from the server since {self.since}: {self.operations_new} operation(s) the ledger did not "
-                f"know, {self.rows_paid:,} paid row(s), {self.rows_unknown:,} of unknown outcome, "
-                f"{self.requests} request(s)")
+        return (f"read the server's operations since {self.since} ({self.requests} requests): "
+                f"{self.operations_new} operation(s) the ledger did not know, {self.rows_paid:,} row(s) paid, "
+                f"{self.rows_unknown:,} of unknown outcome")
 
 
 def recover_into(ledger: Ledger, client: TolokaClient, since: datetime, until: datetime | None = None, *,
@@ -91,9 +91,11 @@ def _rows_of(client: TolokaClient, op: dict[str, Any]) -> list[tuple[Any, ...]]:
     """Ledger rows (see Ledger.record_recovered) for the log entries that carry one of our row keys."""
     try:
         entries = client.get_operation_log(str(op["id"]))
-    except (ApiRejectedError, ApiUnexpectedAnswer) as e:  # archived or unreadable: nothing to learn from it
+    except ApiRejectedError as e:  # archived (Toloka keeps logs a month): nothing more to learn from it
         log.warning("recover_log_unavailable", operation_id=op.get("id"), error=str(e))
         return []
+    # an answer we cannot trust (ApiUnexpectedAnswer) propagates: recovery stops before `recovered_through`
+    # moves, so the next run reads this operation again
     sent = []
     for entry in entries:
         echoed = entry.get("input") if isinstance(entry, dict) else None

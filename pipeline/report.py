@@ -210,8 +210,12 @@ def format_summary(summary: dict) -> str:
     elif summary["rows_total"]:
         lines.append("Nothing needs attention.")
     reports = summary.get("reports") or {}
-    if summary.get("recovery"):
-        lines.append(f"Ledger: {summary['recovery']}")
+    recovery = summary.get("recovery")
+    if recovery:
+        lines.append("Ledger: " + (recovery.get("error") or (
+            f"new to this target: read its operations since {recovery['since']} ({recovery['requests']} requests): "
+            f"{recovery['operations_new']} operation(s) it did not know, {recovery['rows_paid']:,} row(s) paid, "
+            f"{recovery['rows_unknown']:,} of unknown outcome")))
     if "rows" in reports:
         lines.append(f"Report: {reports['rows']}")
     return "\n".join(lines)

@@ -31,9 +31,6 @@ LEDGER_TO_REPORT = {"paid": "paid", "failed": "failed", "planned": "pending", "u
 NEEDS_ATTENTION = ("failed", "invalid", "duplicate", "pending", "unknown", "held_repeat")
 NEVER_PLANNED = "never planned: the run stopped before its intent was recorded; run `payout run` on the sheet again"
 
-__all__ = ["RunResult", "Target", "make_client", "retry_failed", "run_payout"]
-
-
 @dataclass
 class RunResult:
     run_id: str
@@ -94,9 +91,10 @@ def run_payout(
                     notes["recovery"] = _recover(ledger, target, settings)
                 except ApiError as e:  # nothing sent; the next run recovers first again
                     outcome = ExecutionOutcome(stopped_by=e)
-                    notes["recovery"] = f"could not read the target's operations ({e}); nothing was sent"
+                    notes["recovery"] = {"error": f"could not read the target's operations ({e}); nothing was sent"}
         elif ledger.get_meta("recovered_through") is None:
-            notes["recovery"] = "the ledger has never read this target's operations: a real run does first"
+            notes["recovery"] = {"error": "the ledger has never read this target's operations: a real run does "
+                                          "that first"}
         match = _match_ledger(ledger, unique, batch_id)
         keyed = _adopt_keys(keyed, match)
         to_plan = match.to_plan.assign(lookalike=keys.lookalike_keys(match.to_plan))
@@ -128,18 +126,21 @@ def run_payout(
         return _close_run(None if dry_run else ledger, settings, rows, operations, meta, outcome)
 
 
-def _recover(ledger: Ledger, target: Target, settings: Settings) -> str:
+def _recover(ledger: Ledger, target: Target, settings: Settings) -> dict[str, Any]:
     """A ledger that has never seen its target first learns from the server what it already paid."""
     with make_client(target, settings) as client:
         stats = recover.recover_into(ledger, client, recover.window_start(settings.recover_window_days),
                                      max_wait_s=settings.max_wait_s)
-    log.info("ledger_recovered", stage="recover", detail=stats.describe())
-    return stats.describe()
+    return vars(stats)
 
 
 def _match_ledger(ledger: Ledger, unique: pd.DataFrame, batch_id: str) -> dedupe.LedgerMatch:
     """What the ledger knows of each unique row: by its key, or (bonus_key added or dropped) by its content."""
     known = ledger.known_rows(unique["row_key"].tolist())
+    if not ledger.lock:  # a dry run writes nothing
+        pass
+    elif len(known) and (known["batch_id"] == "").any():
+        ledger.claim_recovered(batch_id, known.loc[known["batch_id"] == "", "row_key"].tolist())
     needs_content = len(unique) and (
         (unique["row_key"] != unique["content_key"]).any() or ledger.batch_has_bonus_keys(batch_id))
     if needs_content:

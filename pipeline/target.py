@@ -30,13 +30,4 @@ def make_client(target: Target, settings: Settings) -> TolokaClient:
     retry = RetryPolicy(max_retries=settings.max_retries, base_s=settings.backoff_base_s,
                         max_s=settings.backoff_max_s)
     return TolokaClient(target.api_url, target.token, timeout_s=settings.request_timeout_s, retry=retry,
-                        pool_size=settings.concurrency + 2, **_deadline(settings))
-
-
-def _deadline(settings: Settings) -> dict[str, float]:
-    """The client's total per-request deadline, where this client supports one."""
-    import inspect
-
-    if "deadline_s" in inspect.signature(TolokaClient).parameters:
-        return {"deadline_s": settings.request_deadline_s}
-    return {}
+                        deadline_s=settings.request_deadline_s, pool_size=settings.concurrency + 2)

@@ -92,7 +92,6 @@ def test_sorts_match_the_fields_with_id_breaking_ties(many):
 
 
 def test_toloka_kit_get_and_find_operations_page_everything(many):
-    pytest.importorskip("toloka.client")
     from toloka.client import TolokaClient
     from toloka.client.operations import UserBonusCreateBatchOperation
 

@@ -7,7 +7,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-toloka = pytest.importorskip("toloka.client")
+# A plain import, not importorskip: the test extra pins toloka-kit, and a kit that cannot import (e.g. a
+# setuptools without pkg_resources) must fail CI, not skip the proof that the sandbox speaks Toloka's wire format.
+import toloka.client as toloka  # noqa: E402
 from toloka.client import TolokaClient, UserBonus  # noqa: E402
 from toloka.client.exceptions import (  # noqa: E402
     ApiError, IncorrectActionsApiError, TooManyRequestsApiError, ValidationApiError, raise_on_api_error,
