@@ -157,6 +157,7 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
         cols = {c: np.full(n, None, dtype=object) for c in ("attempt", "bonus_id", "paid_run_id", "lookalike",
                                                             "user_id", "amount_cents")}
     status = np.where(pd.isna(status), None, status)
+    by_key = status != None  # noqa: E711 - elementwise; rows the ledger knows under this very key
     sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
 
     if len(by_content):  # adopt the ledger's identity of the same bonus under another key
@@ -177,7 +178,7 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
 
     may_be_paid = np.isin(status.astype(str), ["paid", "planned", "unknown"])
     reused = np.zeros(n, dtype=bool)
-    check = np.flatnonzero(may_be_paid & sheet_bonus)
+    check = np.flatnonzero(may_be_paid & sheet_bonus & by_key)  # a bonus_key that already paid something
     if len(check):
         mine = lookalike(frame.iloc[check])
         theirs = cols["lookalike"][check]

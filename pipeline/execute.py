@@ -157,6 +157,31 @@ class Executor:
         self._quit.set()  # releases a pending grace timer's sleepers; every worker has returned
         return self._outcome
 
+    def settle_unknown(self, operation_ids: Iterable[str]) -> None:
+        """Ask the server again about rows of unknown outcome: a definitive log now settles them.
+
+        A broken answer (success without an id, a log that did not match what was sent, an empty log) left them
+        unknown; an honest reading of the same finished operation says paid or refused. Never a POST.
+        """
+        for operation_id in operation_ids:
+            if self._stop.is_set():
+                return
+            rows = self.ledger.rows_of_operation(operation_id, "unknown")
+            try:
+                remote = self.client.get_operation(operation_id)
+                if remote is None or remote.get("status") not in TERMINAL:
+                    continue
+                entries = self.client.get_operation_log(operation_id)
+            except (ApiRejectedError, ApiTransientError) as e:
+                if isinstance(e, (AuthRefused, QuotaExhausted, ApiUnreachable)):
+                    raise
+                continue  # still not definitive: the rows stay unknown
+            settled = self.ledger.settle_unknown(operation_id, map_log(rows, remote.get("status"), entries),
+                                                 self.run_id)
+            if settled:
+                self._event("unknown_settled")
+                log.info("unknown_rows_settled", operation_id=operation_id, rows=settled)
+
     def _event(self, name: str) -> None:
         with self._lock:
             self._outcome.events[name] = self._outcome.events.get(name, 0) + 1

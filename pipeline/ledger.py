@@ -380,10 +380,16 @@ class Ledger:
             ("UPDATE runs SET planned = COALESCE(planned, 0) + ? WHERE run_id=?", (len(planned), run_id), False),
         ])
 
-    def rows_of_operation(self, operation_id: str) -> list[tuple[str, bytes]]:
-        """(row_key, item JSON) of the rows this operation carries, in a stable order."""
-        return self._query("SELECT row_key, item FROM rows WHERE operation_id=? ORDER BY source_file, source_row,"
-                           " row_key", (operation_id,))
+    def rows_of_operation(self, operation_id: str, status: RowState | None = None) -> list[tuple[str, bytes]]:
+        """(row_key, item JSON) of the rows this operation carries (in one state, if given), in a stable order."""
+        where = " AND status=?" if status else ""
+        return self._query(f"SELECT row_key, item FROM rows WHERE operation_id=?{where} ORDER BY source_file,"
+                           " source_row, row_key", (operation_id, status) if status else (operation_id,))
+
+    def operations_with_unknown_rows(self) -> list[str]:
+        """Finished operations some of whose rows have an unknown outcome: the next run asks the server again."""
+        return [r[0] for r in self._query("SELECT DISTINCT operation_id FROM rows WHERE status='unknown'"
+                                          " AND operation_id IS NOT NULL ORDER BY operation_id")]
 
     def paid_rows(self, batch_id: str | None = None) -> pd.DataFrame:
         sql = "SELECT row_key, paid_run_id AS run_id, bonus_id FROM rows WHERE status='paid'"
@@ -466,6 +472,18 @@ class Ledger:
                run_id if r.status == "paid" else None, now if r.status == "paid" else None, now, r.row_key,
                operation_id) for r in results], True),
         ])
+
+    def settle_unknown(self, operation_id: str, results: Sequence[RowResult], run_id: str) -> int:
+        """Rows of unknown outcome that a new, definitive reading of the operation's log settles."""
+        now = utcnow()
+        done = [r for r in results if r.status != "unknown"]
+        if done:
+            self._tx([("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, paid_at=?,"
+                       " updated=? WHERE row_key=? AND operation_id=? AND status='unknown'",
+                       [(r.status, r.bonus_id, orjson.dumps(r.errors).decode() if r.errors else None,
+                         int(r.retryable), run_id if r.status == "paid" else None,
+                         now if r.status == "paid" else None, now, r.row_key, operation_id) for r in done], True)])
+        return len(done)
 
     def operations_frame(self, *, run_id: str | None = None, operation_ids: Sequence[str] | None = None
                          ) -> pd.DataFrame:

@@ -220,6 +220,10 @@ def execute_open_operations(ledger: Ledger, target: Target, settings: Settings, 
                 StopRequested(signum), settings.signal_grace_s if count == 1 else 0))
         log.info("execute_start", resumed_operations=len(resumed), rows=total, stage="execute")
         try:
+            try:
+                executor.settle_unknown(ledger.operations_with_unknown_rows())
+            except PayoutError as e:
+                executor.request_stop(e, 0)
             outcome = executor.run(itertools.chain(resumed, new))
         finally:
             if stop is not None:
