@@ -22,10 +22,14 @@ from pipeline.target import Target
 
 EXIT_CODES = """exit codes:
   0  every valid row is paid
-  1  finished, but some rows failed, were invalid or duplicate, or are pending (report written)
-  2  bad usage, configuration or unreadable sheet
-  3  API unreachable, token refused, or request quota spent (rows left pending; re-run later)
+  1  finished, but some rows are invalid, duplicate, held, failed, pending or unknown, or were never
+     planned (report written)
+  2  bad usage, configuration, a ledger of another target, an unwritable folder or an unreadable sheet
+     (nothing sent)
+  3  API unreachable, token refused, request quota spent, or an operation not done within --max-wait
+     (rows left pending; re-run later)
   4  another payout run holds the ledger lock
+  128+N  stopped by signal N (143 SIGTERM, 130 SIGINT): partial report written; run again to resume
 """
 
 

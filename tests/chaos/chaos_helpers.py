@@ -320,3 +320,108 @@ def record(test: str, figures: dict[str, Any]) -> dict[str, Any]:
     print(f"\nCHAOS {line}")
     return figures
 
+
+
+# -- lost ledgers, shuffled sheets, signals (test_chaos_ledger_lost.py, test_chaos_sigterm.py) ----------------
+
+
+def write_signal_config(path: Path, signal_grace_s: float) -> Path:
+    """`write_config`'s fast settings plus a short `signal_grace_s` (production default 20 s)."""
+    write_config(path)
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(f"signal_grace_s = {signal_grace_s}\n")
+    return path
+
+
+def post_count(url: str) -> int:
+    """POST /user-bonuses requests the sandbox has seen since it started (faulted ones included)."""
+    return int(stats(url)["requests"].get("POST /api/v1/user-bonuses", 0))
+
+
+def request_count(url: str, endpoint: str | None = None) -> int:
+    """API requests the sandbox has seen since it started: all of them, or one endpoint's (e.g.
+    "GET /api/v1/operations", the listing a fresh ledger's recovery reads first)."""
+    requests_seen = stats(url)["requests"]
+    return int(sum(requests_seen.values()) if endpoint is None else requests_seen.get(endpoint, 0))
+
+
+def delete_ledger(path: Path) -> list[str]:
+    """Lose the ledger as a new host would: the file, its WAL and shared memory, and its lock file.
+    Returns the names of the files that existed."""
+    gone = []
+    for suffix in ("", "-wal", "-shm", "-journal", ".lock"):
+        p = Path(f"{path}{suffix}")
+        if p.exists():
+            p.unlink()
+            gone.append(p.name)
+    return gone
+
+
+def shuffled_sheet(sheet: Sheet, path: Path, seed: int) -> Sheet:
+    """The same rows as `sheet` in another file order (`path`), with what must happen to them: the same
+    multiset is owed; invalid rows stay invalid; of identical valid rows the first in the NEW order is the
+    one kept (keep-first), the later ones are duplicates."""
+    import csv
+
+    with open(sheet.path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    tagged = [(pos + 2 in sheet.invalid_rows, r) for pos, r in enumerate(rows)]
+    random.Random(seed).shuffle(tagged)
+    write_csv(path, [r for _, r in tagged])
+    seen: set[tuple[Any, ...]] = set()
+    invalid, duplicate = set(), set()
+    for pos, (is_invalid, r) in enumerate(tagged):
+        ident = tuple(sorted(r.items()))
+        if is_invalid:
+            invalid.add(pos + 2)
+        elif ident in seen:
+            duplicate.add(pos + 2)
+        seen.add(ident)
+    out = Sheet(path, len(tagged), Counter(sheet.expected), invalid, duplicate)
+    assert (len(out.invalid_rows), len(out.duplicate_rows)) == (len(sheet.invalid_rows), len(sheet.duplicate_rows))
+    return out
+
+
+def start_split(payout: Payout, log_path: Path, err_path: Path) -> subprocess.Popen[bytes]:
+    """`payout.start`, but stderr to its own file (to check it for tracebacks) and stdout to `log_path`."""
+    env = {**os.environ, "TOLOKA_TOKEN": TOKEN,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    with open(log_path, "ab") as out, open(err_path, "ab") as err:
+        return subprocess.Popen(payout.argv(), env=env, cwd=REPO, stdout=out, stderr=err)
+
+
+def payout_command(payout: Payout, command: str, *args: str, timeout: float = RUN_TIMEOUT_S
+                   ) -> subprocess.CompletedProcess[str]:
+    """Another `payout` command (e.g. `retry`, `audit`) on the same target, ledger, reports and config."""
+    env = {**os.environ, "TOLOKA_TOKEN": TOKEN,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    argv = [sys.executable, "-m", "pipeline", "--log-json", command, "--api-url", payout.url,
+            "--ledger", str(payout.ledger), "--out", str(payout.out), "--config", str(payout.config), *args]
+    try:
+        return subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"payout {command} hung for {timeout:.0f} s") from None
+
+
+def lock_taken_while_alive(ledger: Path, proc: subprocess.Popen[bytes], poll_s: float = 0.005) -> int | None:
+    """Wait for `proc` to end, trying the ledger's writer lock all along. Returns the file descriptor holding
+    the lock if it could be taken while `proc` was still alive (the caller checks that nothing happened
+    afterwards, then closes it), else None."""
+    import fcntl
+
+    fd = os.open(f"{ledger}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    while proc.poll() is None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            time.sleep(poll_s)
+            continue
+        if proc.poll() is None:
+            return fd
+        break
+    os.close(fd)
+    return None
+
+
+def has_traceback(text: str) -> bool:
+    return "Traceback (most recent call last)" in text

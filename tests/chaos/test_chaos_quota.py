@@ -1,5 +1,5 @@
 """Daily quota exhausted (`payout sandbox --daily-quota N`): the run stops cleanly with exit 3, reports the
-rest `pending`, says when to re-run; after a restart with a bigger quota (the counter is in memory) the
+rest `pending`, says when to re-run; after a restart with a bigger quota (the day's count survives it; the bigger quota is the new day) the
 next run finishes, and nothing is paid twice."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def test_daily_quota_spent_stops_cleanly_with_pending_rows_then_next_run_finishe
         refused = int(stats(server.url)["statuses"].get("429", 0))
         assert refused >= 1
 
-        # a new day: the quota counter lives in memory, so a restart with a bigger quota is the new day
+        # a new day: the day's count survives a restart, so a bigger quota stands in for the new day
         server.args = [a if a != str(QUOTA) else "1000" for a in server.args]
         server.restart()
         codes = payout.run_until_done(tmp_path / "next.log", sheet.final_code, max_reruns=1)
