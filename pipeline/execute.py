@@ -113,7 +113,9 @@ class Executor:
         if grace_s <= 0:
             self._quit.set()
         else:
-            threading.Timer(grace_s, self._quit.set).start()
+            timer = threading.Timer(grace_s, self._quit.set)
+            timer.daemon = True  # never keeps a finished run's process alive
+            timer.start()
 
     def run(self, operations: Iterable[Operation]) -> ExecutionOutcome:
         """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API / a signal.

@@ -137,10 +137,9 @@ def _recover(ledger: Ledger, target: Target, settings: Settings) -> dict[str, An
 def _match_ledger(ledger: Ledger, unique: pd.DataFrame, batch_id: str) -> dedupe.LedgerMatch:
     """What the ledger knows of each unique row: by its key, or (bonus_key added or dropped) by its content."""
     known = ledger.known_rows(unique["row_key"].tolist())
-    if not ledger.lock:  # a dry run writes nothing
-        pass
-    elif len(known) and (known["batch_id"] == "").any():
-        ledger.claim_recovered(batch_id, known.loc[known["batch_id"] == "", "row_key"].tolist())
+    recovered = known["batch_id"] == ""
+    if ledger.lock and recovered.any():  # (a dry run writes nothing)
+        ledger.claim_recovered(batch_id, known.loc[recovered, "row_key"].tolist())
     needs_content = len(unique) and (
         (unique["row_key"] != unique["content_key"]).any() or ledger.batch_has_bonus_keys(batch_id))
     if needs_content:
