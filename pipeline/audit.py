@@ -1,4 +1,4 @@
-"""`payout audit`: reconcile the ledger against the server's own list of bonuses, independently of any run.
+"""`payout audit` (a composer, like `run` and `recover`): reconcile the ledger against the server's own list of bonuses, independently of any run.
 
 A ledger row is tied to its server bonus by the bonus id the operation log gave us (never by content, so
 nothing needs to be written into finance's `private_comment`). The other direction — bonuses on the
@@ -7,7 +7,7 @@ server that the ledger does not know — is checked over the batch's users and t
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,19 +18,15 @@ import pyarrow as pa
 
 from pipeline import report
 from pipeline.config import Settings
+from pipeline.contract import new_run_id
 from pipeline.errors import UsageError
 from pipeline.ledger import Ledger
 from pipeline.money import cents_from_json, format_cents
-from pipeline.run import new_run_id
 from pipeline.target import Target, make_client
 from pipeline.toloka import TolokaClient
 
 KINDS = ("matched", "missing", "mismatched", "unexpected")
 WINDOW_SLACK = timedelta(minutes=5)
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", dest="run_id", help="audit the batch of this run (default: the whole ledger)")
 
 
 def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.DataFrame,
@@ -97,14 +93,25 @@ def _window(operations: pd.DataFrame) -> tuple[str, str] | None:
     return (min(times) - WINDOW_SLACK).strftime(fmt), (max(times) + WINDOW_SLACK).strftime(fmt)
 
 
-def run_audit(settings: Settings, target: Target, args: argparse.Namespace) -> int:
-    audit_id = new_run_id()
+@dataclass(frozen=True)
+class AuditResult:
+    scope: str  # "batch B" or "whole ledger"
+    counts: dict[str, int]
+    path: Path
+
+    @property
+    def all_match(self) -> bool:
+        return all(self.counts[k] == 0 for k in KINDS if k != "matched")
+
+
+def run_audit(settings: Settings, target: Target, run_id: str | None = None) -> AuditResult:
+    """Reconcile the ledger (one run's batch, or all of it) with the server; write audit.parquet."""
     with Ledger(settings.ledger_path, lock=False) as ledger:
         batch_id = None
-        if args.run_id:
-            info = ledger.run_info(args.run_id)
+        if run_id:
+            info = ledger.run_info(run_id)
             if info is None:
-                raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
+                raise UsageError(f"no run {run_id} in ledger {settings.ledger_path}")
             batch_id = info["batch_id"]
         rows = ledger.rows_frame(batch_id=batch_id, statuses=("paid",))
         unknown = ledger.rows_frame(batch_id=batch_id, statuses=("unknown",))
@@ -115,17 +122,12 @@ def run_audit(settings: Settings, target: Target, args: argparse.Namespace) -> i
     with make_client(target, settings) as client:
         server = fetch_server_bonuses(client, rows, _window(ops))
     result = reconcile(rows, known, server, unknown)
-    counts = {k: int((result["kind"] == k).sum()) for k in KINDS}
-    out_dir = Path(settings.out_dir) / (args.run_id or audit_id)
+    out_dir = Path(settings.out_dir) / (run_id or new_run_id())
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "audit.parquet"
     report.write_table_atomic(pa.Table.from_pandas(result.astype({"source_row": "Int64",
                                                                     "ledger_amount_cents": "Int64",
                                                                     "server_amount_cents": "Int64"}),
                                                    preserve_index=False), path)
-    scope = f"batch {batch_id}" if batch_id else "whole ledger"
-    print(f"Audit of {scope} against {target.label or target.api_url}")
-    for k in KINDS:
-        print(f"  {k:<11} {counts[k]:>9,}")
-    print(f"Details: {path}")
-    return 0 if counts["missing"] == counts["mismatched"] == counts["unexpected"] == 0 else 1
+    return AuditResult(f"batch {batch_id}" if batch_id else "whole ledger",
+                       {k: int((result["kind"] == k).sum()) for k in KINDS}, path)

@@ -89,15 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "with fault injection. See README 'Sandbox'.")
     sandbox_arguments(sandbox)
 
-    from pipeline.audit import add_arguments as audit_arguments
-
     audit = _command(sub, "audit", "reconcile the ledger against the server's own list of bonuses", epilog=None,
                      description="Checks that every bonus the ledger calls paid exists on the server with the "
                                  "same user and amount, and that the server holds no bonus for the batch's users "
                                  "in its time window that the ledger does not know. Exit 0 only when everything "
                                  "matches.")
     _target_args(audit)
-    audit_arguments(audit)
+    audit.add_argument("--run", dest="run_id", help="audit the batch of this run (default: the whole ledger)")
 
     recover = _command(
         sub, "recover", "rebuild the ledger's knowledge of operations sent in a time window (lost or new ledger)",
@@ -231,10 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             with api_target(settings) as target:
                 result = retry_failed(settings, target, run_id=args.run_id)
         elif args.command == "audit":
-            from pipeline.audit import run_audit
+            from pipeline.audit import KINDS, run_audit
 
             with api_target(settings) as target:
-                return run_audit(settings, target, args)
+                audited = run_audit(settings, target, args.run_id)
+            print(f"Audit of {audited.scope} against {target.label or target.api_url}")
+            for kind in KINDS:
+                print(f"  {kind:<11} {audited.counts[kind]:>9,}")
+            print(f"Details: {audited.path}")
+            return 0 if audited.all_match else 1
         elif args.command == "recover":
             assert run_recover is not None
             with api_target(settings) as target:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pipeline.contract import DEDUPE_POLICIES, DedupePolicy
 from pipeline.errors import UsageError
 
 ENVS = ("local", "sandbox", "production")
-DEDUPE_POLICIES = ("keep-first", "reject-all")
 # The TOML files live in the top-level configs/ folder of the source tree and ship inside the package as
 # `pipeline.configs` (pyproject.toml maps the folder), so an installed `payout` finds them from any folder.
 CONFIG_PACKAGE = "pipeline.configs"
@@ -62,7 +62,7 @@ class Settings:
     max_wait_s: float = 1800.0  # bound on waiting for one operation to finish
     min_amount_cents: int = 1
     max_amount_cents: int = 10000
-    dedupe_policy: str = "keep-first"
+    dedupe_policy: DedupePolicy = "keep-first"
     allow_repeats: bool = False  # pay rows held as look-alike repeats of a recent payment under another batch
     lookalike_window_h: float = 72.0
     recover_window_days: float = 30.0

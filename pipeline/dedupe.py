@@ -9,52 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
-from pipeline.ingest import factorize_text
+from pipeline.contract import DEDUPE_POLICIES, MAY_BE_PAID, DedupePolicy, conflict_key
 from pipeline.money import format_cents
 
-CONFLICT_COLUMNS = ("user_id", "amount_cents", "public_title", "public_message", "private_comment")
-Policy = Literal["keep-first", "reject-all"]
-POLICIES: tuple[str, ...] = ("keep-first", "reject-all")
-
-
-def conflict_key(frame: pd.DataFrame) -> pd.Series:
-    """Integer id of each row's 409 identity (user, amount, title, message, comment); equal id = conflict.
-
-    Ids number identities in order of first appearance within `frame`, so they are only comparable
-    within one call. Uses normalised values (cents, canonical JSON): "1.5" and "1.50" conflict.
-    """
-    if len(frame) == 0:
-        return pd.Series([], dtype=np.int64, index=frame.index)
-    combined = np.zeros(len(frame), dtype=np.int64)
-    size = 1  # number of distinct values `combined` can take
-    for c in CONFLICT_COLUMNS:
-        codes, n_values = _codes(frame[c])
-        if size * (n_values + 1) >= 2**62:  # keep the mixed radix number inside int64
-            combined, uniques = pd.factorize(combined)
-            size = len(uniques)
-        combined = combined * (n_values + 1) + codes
-        size *= n_values + 1
-    combined, _ = pd.factorize(combined)
-    return pd.Series(combined.astype(np.int64), index=frame.index, name="conflict_key")
-
-
-def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
-    """Integer code per value (missing = its own value) and how many distinct codes there are."""
-    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":  # Int64 cents
-        codes, uniques = pd.factorize(s.array)
-    else:
-        codes, uniques = factorize_text(s.to_numpy(dtype=object))
-    # missing (-1) becomes code 0, values 1..n (use_na_sentinel=False would scan for NaN again)
-    return codes.astype(np.int64) + 1, len(uniques) + 1
-
-
-def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(unique, duplicates), both in sheet order, together exactly the rows of `valid`.
+def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(unique, duplicates), both in sheet order, together exactly the rows of `valid`, with `conflict_key`.
 
     keep-first: the first row of each conflict group is kept; later ones are duplicates whose
     `duplicate_of` names the kept row as "source_file:source_row".
@@ -62,12 +25,14 @@ def find_duplicates(valid: pd.DataFrame, policy: Policy = "keep-first") -> tuple
     `duplicate_of` names the group's first row (and, for the first row itself, the second one, so
     no row points at itself).
     """
-    if policy not in POLICIES:
-        raise ValueError(f"unknown duplicate policy {policy!r}; use one of {', '.join(POLICIES)}")
-    key = conflict_key(valid).to_numpy()
+    if policy not in DEDUPE_POLICIES:
+        raise ValueError(f"unknown duplicate policy {policy!r}; use one of {', '.join(DEDUPE_POLICIES)}")
+    conflicts = conflict_key(valid)
+    key = conflicts.to_numpy()
     n = len(valid)
+    valid = valid.assign(conflict_key=conflicts)  # computed once: plan spreads conflicts by it
     if n == 0:
-        return valid.copy(deep=False), valid.assign(duplicate_of=pd.Series([], dtype=object, index=valid.index))
+        return valid, valid.assign(duplicate_of=pd.Series([], dtype=object, index=valid.index))
     files = valid["source_file"].to_numpy(dtype=object)
     rows = valid["source_row"].to_numpy()
     # position of each group's first (and second) row
@@ -124,11 +89,16 @@ def split_already_paid(unique: pd.DataFrame, paid: pd.DataFrame) -> tuple[pd.Dat
     return unique[~mask], already
 
 
-@dataclass
+_LEDGER_COLUMNS = ("attempt", "bonus_id", "paid_run_id", "lookalike", "user_id", "amount_cents", "retryable")
+
+
+@dataclass(frozen=True)
 class LedgerMatch:
     """The unique valid rows split by what the ledger knows of them (every row in exactly one frame).
 
-    `to_plan` gains `attempt` (1 for a new row, last attempt + 1 for a failed or superseded one); rows the
+    `to_plan` gains `attempt` (1 for a new row, last attempt + 1 for a row whose last attempt failed with a
+    retryable error, or that was superseded and is back in the sheet). A row Toloka refused for its content
+    (a validation refusal) is `refused`: not sent again until the sheet changes it (a new identity). Rows the
     ledger knows under another key with the same content (a `bonus_key` column added to or dropped from a
     paid sheet) carry the ledger's `row_key`: they are the same bonus.
     """
@@ -137,7 +107,34 @@ class LedgerMatch:
     already_paid: pd.DataFrame  # + run_id, bonus_id
     in_flight: pd.DataFrame  # intent recorded, outcome not read: the run resumes its operation
     unknown: pd.DataFrame  # outcome unreadable: never resent; audit settles it
+    refused: pd.DataFrame  # Toloka refused the row's content: reported failed, not resent
     reused: pd.DataFrame  # a bonus_key that already paid other content: + message
+
+    def adopt_keys(self, keyed: pd.DataFrame) -> pd.DataFrame:
+        """`keyed` with the key the ledger knows each bonus by (a row matched by content adopts it)."""
+        adopted = pd.concat([f["row_key"] for f in (self.to_report(self.to_plan), self.already_paid, self.reused)])
+        changed = adopted[adopted.to_numpy() != keyed.loc[adopted.index, "row_key"].to_numpy()]
+        if not len(changed):
+            return keyed
+        out = keyed.copy(deep=False)
+        out["row_key"] = out["row_key"].copy()
+        out.loc[changed.index, "row_key"] = changed
+        return out
+
+    def with_reuse_errors(self, errors: pd.DataFrame) -> pd.DataFrame:
+        """Validation `errors` plus one per reused bonus_key: a row error naming the earlier payment."""
+        if not len(self.reused):
+            return errors
+        r = self.reused
+        extra = pd.DataFrame({"source_file": r["source_file"].to_numpy(dtype=object),
+                              "source_row": r["source_row"].to_numpy(dtype="int64"), "column": "bonus_key",
+                              "code": "bonus_key_reused", "message": r["message"].to_numpy(dtype=object)})
+        return pd.concat([errors, extra], ignore_index=True)
+
+    def to_report(self, planned: pd.DataFrame) -> pd.DataFrame:
+        """`planned` and the rows whose report status comes from the ledger once execution is over."""
+        parts = [f for f in (self.in_flight, self.unknown, self.refused) if len(f)]
+        return pd.concat([planned, *parts]) if parts else planned
 
 
 def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataFrame,
@@ -150,12 +147,10 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     if len(known):
         st = frame[["row_key"]].merge(known, on="row_key", how="left")
         status = st["status"].to_numpy(dtype=object)
-        cols = {c: st[c].to_numpy(dtype=object) for c in ("attempt", "bonus_id", "paid_run_id", "lookalike",
-                                                             "user_id", "amount_cents")}
+        cols = {c: st[c].to_numpy(dtype=object) for c in _LEDGER_COLUMNS}
     else:  # a fresh ledger (every dry run of a new batch): no 1M-row merge
         status = np.full(n, None, dtype=object)
-        cols = {c: np.full(n, None, dtype=object) for c in ("attempt", "bonus_id", "paid_run_id", "lookalike",
-                                                            "user_id", "amount_cents")}
+        cols = {c: np.full(n, None, dtype=object) for c in _LEDGER_COLUMNS}
     status = np.where(pd.isna(status), None, status)
     by_key = status != None  # noqa: E711 - elementwise; rows the ledger knows under this very key
     sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
@@ -176,7 +171,7 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
             cols["bonus_id"][i], cols["paid_run_id"][i] = hit.bonus_id, hit.paid_run_id
         frame["row_key"] = pd.Series(row_keys, index=frame.index, dtype=object)
 
-    may_be_paid = np.isin(status.astype(str), ["paid", "planned", "unknown"])
+    may_be_paid = np.isin(status.astype(str), list(MAY_BE_PAID))
     reused = np.zeros(n, dtype=bool)
     check = np.flatnonzero(may_be_paid & sheet_bonus & by_key)  # a bonus_key that already paid something
     if len(check):
@@ -202,10 +197,13 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     already = pick(paid_mask).assign(
         run_id=pd.Series(cols["paid_run_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object),
         bonus_id=pd.Series(cols["bonus_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object))
-    plan_mask = ~may_be_paid
+    refused_mask = (status == "failed") & (pd.to_numeric(pd.Series(cols["retryable"]), errors="coerce")
+                                           .fillna(1).to_numpy() == 0)
+    plan_mask = ~may_be_paid & ~refused_mask
     prev = pd.to_numeric(pd.Series(cols["attempt"][plan_mask & live]), errors="coerce").fillna(0).astype("int64")
     to_plan = pick(plan_mask).assign(attempt=pd.Series(prev.to_numpy() + 1, index=frame.index[plan_mask & live]))
-    return LedgerMatch(to_plan, already, pick(status == "planned"), pick(status == "unknown"), reused_frame)
+    return LedgerMatch(to_plan, already, pick(status == "planned"), pick(status == "unknown"), pick(refused_mask),
+                       reused_frame)
 
 
 def hold_lookalikes(to_plan: pd.DataFrame, recent: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -29,6 +29,8 @@ class ApiError(PayoutError):
     """Anything the Toloka API (or the network in front of it) said or failed to say."""
 
     exit_code = 3
+    # Seconds the server asked us to wait before asking again; set only on `RateLimited`.
+    retry_after: float | None = None
 
     def __init__(
         self,
@@ -48,9 +50,6 @@ class ApiError(PayoutError):
 
 class ApiTransientError(ApiError, ConnectionError):
     """Outcome unknown or temporarily refused (connection error, timeout, 5xx, 429): safe to ask again."""
-
-    # Seconds the server asked us to wait before asking again; set only on `RateLimited`.
-    retry_after: float | None = None
 
 
 class ApiUnexpectedAnswer(ApiTransientError):
@@ -82,3 +81,15 @@ class AuthRefused(ApiRejectedError, PermissionError):
 
 class ApiUnreachable(ApiTransientError):
     """Retries exhausted without any answer from the server."""
+
+
+class OperationTimeout(ApiTransientError):
+    """An operation did not finish within `max_wait_s`: its rows stay pending and the next run resumes it."""
+
+
+class StopRequested(PayoutError):
+    """A signal asked the run to stop: sending stopped, open operations are resumed by the next run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"stopped by signal {signum}; operations still open are resumed by the next run")
+        self.exit_code = 128 + signum

@@ -29,6 +29,8 @@ import orjson
 
 from pipeline.errors import (
     ApiError,
+    OperationTimeout,
+    StopRequested,
     ApiRejectedError,
     ApiTransientError,
     ApiUnreachable,
@@ -47,18 +49,6 @@ LOOKAHEAD = 2  # operations whose intent may be committed per sender before one 
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
 RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
-
-
-class OperationTimeout(ApiTransientError):
-    """An operation did not finish within `max_wait_s`: its rows stay pending and the next run resumes it."""
-
-
-class StopRequested(PayoutError):
-    """A signal asked the run to stop: sending stopped, open operations are resumed by the next run."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"stopped by signal {signum}; operations still open are resumed by the next run")
-        self.exit_code = 128 + signum
 
 
 class _Abandoned(Exception):
@@ -117,13 +107,18 @@ class Executor:
             timer.daemon = True  # never keeps a finished run's process alive
             timer.start()
 
-    def run(self, operations: Iterable[Operation]) -> ExecutionOutcome:
-        """Drive every operation to a recorded outcome, or stop cleanly on quota / unreachable API / a signal.
+    def run(self, operations: Iterable[Operation], settle: Iterable[str] = ()) -> ExecutionOutcome:
+        """Settle rows of unknown outcome (`settle`: their operations), then drive every operation to a recorded
+        outcome, or stop cleanly on quota / unreachable API / a signal.
 
         `operations` may be a generator that commits each operation's intent before yielding it: workers
         start on the first ones while later intent is still being written; after a stop no further intent
         is written (the run then records rows it never planned).
         """
+        try:
+            self.settle_unknown(settle)
+        except PayoutError as e:
+            self.request_stop(e, 0)
         ahead = threading.Semaphore(self.concurrency * LOOKAHEAD)  # intent is written just ahead of sending
 
         def drive(op: Operation) -> None:
@@ -258,7 +253,7 @@ class Executor:
             log.info("submit_uncertain", operation_id=op.operation_id, error=str(doubt), attempt=attempt)
             if attempt >= self.client.retry.max_retries:
                 raise ApiUnreachable(f"could not submit operation {op.operation_id}: {doubt}") from doubt
-            self._sleep(self.client.retry.delay(attempt, getattr(doubt, "retry_after", None)))
+            self._sleep(self.client.retry.delay(attempt, doubt.retry_after if doubt else None))
             attempt += 1
         return None
 

@@ -13,7 +13,6 @@ counted (spreadsheet programs drop them on import too). Rows whose cells are all
 from __future__ import annotations
 
 import csv
-import ctypes
 import json
 import re
 from collections.abc import Sequence
@@ -28,20 +27,11 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import structlog
 
+from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS, factorize_text
 from pipeline.errors import SheetError
 
 log = structlog.get_logger(__name__)
 
-REQUIRED_COLUMNS = ("user_id", "amount")
-OPTIONAL_COLUMNS = (
-    "assignment_id",
-    "private_comment",
-    "public_title",
-    "public_message",
-    "without_message",
-    "bonus_key",
-)
-TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 FRAME_COLUMNS = ("source_file", "source_row") + TEXT_COLUMNS
 LOCALISED_COLUMNS = ("public_title", "public_message")
 
@@ -300,31 +290,6 @@ def _assemble_languages(langs: dict[str, pa.ChunkedArray], n_rows: int) -> np.nd
             json.dumps(obj, ensure_ascii=False, sort_keys=True, separators=(",", ":")) if obj else None
         )
     return np.array(texts, dtype=object)[idx] if n_rows else np.empty(0, dtype=object)
-
-
-def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(codes, uniques) of an object column of str/None, like `pd.factorize` (None -> code -1).
-
-    Groups by object identity first (an int64 factorize of the cells' pointers), then by value over
-    the few distinct objects. Columns from `read_sheets` share one string object per distinct text,
-    so this is several times faster than hashing every cell; on other input it is merely correct.
-    """
-    arr = np.ascontiguousarray(np.asarray(values, dtype=object))
-    if len(arr) == 0:
-        return np.empty(0, dtype=np.intp), np.empty(0, dtype=object)
-    # An object array stores PyObject pointers; read them as integers (arr stays alive meanwhile).
-    pointers = np.frombuffer((ctypes.c_ssize_t * len(arr)).from_address(arr.ctypes.data), dtype=np.intp)
-    sample = pointers[:20_000]
-    if len(np.unique(sample)) > 0.95 * len(sample):  # nothing shared (ids): plain hashing is cheaper
-        codes, uniques = pd.factorize(arr)
-        return codes, np.asarray(uniques, dtype=object)
-    codes_obj, uniq_ptr = pd.factorize(pointers)
-    # one representative cell per distinct object, in order of first appearance
-    first_pos = np.empty(len(uniq_ptr), dtype=np.int64)
-    first_pos[codes_obj[::-1]] = np.arange(len(arr) - 1, -1, -1)
-    reps = arr[first_pos]
-    value_codes, uniques = pd.factorize(reps)
-    return value_codes[codes_obj], np.asarray(uniques, dtype=object)
 
 
 def _empty_frame() -> pd.DataFrame:

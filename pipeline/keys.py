@@ -33,7 +33,7 @@ import orjson
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.ingest import factorize_text
+from pipeline.contract import factorize_text
 
 KEY_LENGTH = 32
 _SEP = "\x1f"

@@ -15,11 +15,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import pandas as pd
 
+from pipeline.contract import MAY_BE_PAID, OperationState, RowState
 from pipeline.errors import LedgerLocked, UsageError
 
 SCHEMA = """
@@ -87,10 +88,7 @@ POST_MIGRATION = """
 CREATE INDEX IF NOT EXISTS rows_by_content ON rows(content_key);
 CREATE INDEX IF NOT EXISTS rows_by_lookalike ON rows(lookalike);
 """
-RowState = Literal["planned", "paid", "failed", "unknown", "superseded"]
-OperationState = Literal["planned", "submitted", "done", "rejected"]
-# A row in one of these states may hold money on the server: it is never planned again.
-MAY_BE_PAID: tuple[RowState, ...] = ("paid", "planned", "unknown")
+
 
 DETAIL_COUNTS = ("total_count", "valid_count", "not_valid_count", "success_count", "failed_count")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from pipeline.dedupe import CONFLICT_COLUMNS, conflict_key
+from pipeline.contract import CONFLICT_COLUMNS, conflict_key
 
 # Fixed forever: changing it changes every operation id and breaks resuming old batches.
 NAMESPACE = uuid.UUID("5d0f6a8e-3c1b-5e7a-9b2d-0c4e8f1a7b36")
@@ -39,9 +39,15 @@ def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: i
     if n == 0:
         return to_pay.assign(chunk_no=pd.Series([], dtype=np.int64, index=to_pay.index),
                              operation_id=pd.Series([], dtype=object, index=to_pay.index))
-    # rows re-planned from the ledger alone (retry) carry no texts: they were deduplicated when first planned
-    key = conflict_key(to_pay).to_numpy() if set(CONFLICT_COLUMNS) <= set(to_pay.columns) else np.arange(n)
-    has_conflicts = key.max() + 1 < n  # ids are dense: fewer ids than rows means repeats
+    # the conflict key travels with the frame from dedupe; rows re-planned from the ledger alone (retry) carry
+    # no texts: they were deduplicated when first planned
+    if "conflict_key" in to_pay.columns:
+        key = to_pay["conflict_key"].to_numpy()
+    elif set(CONFLICT_COLUMNS) <= set(to_pay.columns):
+        key = conflict_key(to_pay).to_numpy()
+    else:
+        key = np.arange(n)
+    has_conflicts = len(pd.unique(key)) < n  # (dedupe leaves none; other callers may not)
     layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy() if has_conflicts else None
     if has_conflicts:
         order = np.lexsort((np.arange(n), layer))  # by layer, then sheet order
@@ -87,3 +93,9 @@ def plan_attempts(to_plan: pd.DataFrame, batch_id: str, chunk_size: int) -> pd.D
         parts.append(part.assign(chunk_no=part["chunk_no"] + offset))
         offset = int(parts[-1]["chunk_no"].max())
     return pd.concat(parts)
+
+
+def plan_retry(rows: pd.DataFrame, chunk_size: int) -> list[pd.DataFrame]:
+    """`payout retry`: rows from the ledger (with `batch_id`, `attempt`, `item`) planned per batch, next attempt."""
+    return [plan_attempts(group.assign(attempt=group["attempt"] + 1), str(batch_id), chunk_size)
+            for batch_id, group in rows.groupby("batch_id", sort=True)]

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.contract import LEDGER_TO_REPORT, REPORT_STATUSES
 from pipeline.money import format_cents, format_usd
 
-STATUSES = ("paid", "failed", "invalid", "duplicate", "already_paid", "held_repeat", "pending", "unknown", "planned")
+STATUSES = REPORT_STATUSES
+NEVER_PLANNED = "never planned: the run stopped before its intent was recorded; run `payout run` on the sheet again"
+UNKNOWN_NOTE = "outcome unknown: never resent; the next run asks the server again, `payout audit` names the bonus"
 LABELS = {
     "paid": "Paid",
     "failed": "Failed",
@@ -68,8 +74,161 @@ OPERATIONS_SCHEMA = pa.schema(
 _INPUT_COLUMNS = ["amount_cents" if f.name == "amount" else f.name for f in ROWS_SCHEMA]
 
 
-def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd.DataFrame, meta: dict) -> Path:
-    """Write OUT/<run_id>/{rows,operations}.parquet and summary.json, each atomically; return the run folder.
+@dataclass(frozen=True)
+class Summary:
+    """What a run did, in exact cents: the source of summary.json (`as_json`) and of the printed summary."""
+
+    meta: dict[str, Any]  # run_id, batch_id, env, api_url, dry_run, started, finished, duration_s, ...
+    rows_total: int
+    counts: dict[str, int]
+    cents: dict[str, int]
+    run_dir: Path | None = None
+    reports: dict[str, str] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_json()[key]
+
+    def as_json(self) -> dict[str, Any]:
+        """The summary.json document: amounts as exact decimal text."""
+        count, amount = self.counts, self.cents
+        doc: dict[str, Any] = dict.fromkeys(
+            ("run_id", "batch_id", "env", "api_url", "dry_run", "started", "finished", "duration_s"))
+        doc.update(self.meta)
+        if doc["duration_s"] is None:
+            doc["duration_s"] = _duration_s(doc["started"], doc["finished"])
+        doc.update(
+            rows_total=self.rows_total,
+            counts=dict(count),
+            amounts={s: format_cents(amount[s]) for s in STATUSES},
+            success_count=count["paid"],
+            failed_count=count["failed"] + count["invalid"],
+            pending_count=count["pending"] + count["unknown"],
+            amount_paid=format_cents(amount["paid"]),
+            amount_failed=format_cents(amount["failed"] + amount["invalid"]),
+            amount_pending=format_cents(amount["pending"] + amount["unknown"]),
+        )
+        if self.reports:
+            doc["reports"] = dict(self.reports)
+        return doc
+
+
+def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
+                  already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
+                  planned: pd.DataFrame | None, held: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One report row per input row, in sheet order, with its status, errors and ids."""
+    out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]]  # a new frame (copy-on-write)
+    out.insert(0, "run_id", run_id)
+    n = len(out)
+    # Plain object arrays and one hash index of row keys: no per-row Python work on the 1M-row paths.
+    status = np.full(n, "invalid", dtype=object)
+    note = np.full(n, None, dtype=object)
+    operation_id = np.full(n, None, dtype=object)
+    bonus_id = np.full(n, None, dtype=object)
+    row_errors = np.full(n, None, dtype=object)  # a list only where a row has errors (the report writes [] for None)
+    keys_arr = out["row_key"].to_numpy(dtype=object)
+    key_index: list[pd.Index] = []
+
+    def positions(sub: pd.DataFrame) -> np.ndarray:
+        """Row positions of `sub` in `keyed`: by its index labels (the stages keep them), checked against the row
+        keys; by a hash lookup of the keys only if the labels do not line up."""
+        keys_sub = sub["row_key"].to_numpy(dtype=object)
+        idx = out.index.get_indexer(sub.index) if out.index.is_unique else np.full(len(sub), -1)
+        if (idx < 0).any() or not (keys_arr[idx] == keys_sub).all():
+            if not key_index:
+                key_index.append(pd.Index(keys_arr))
+            idx = key_index[0].get_indexer(keys_sub)
+            if (idx < 0).any():
+                raise KeyError("report rows: a row key not in the sheet")
+        return idx
+
+    def add_errors(at: np.ndarray, lists: list[list[dict[str, str]]]) -> None:
+        for i, errs in zip(at.tolist(), lists):
+            row_errors[i] = (row_errors[i] or []) + errs
+
+    if len(errors):
+        err = errors[["source_file", "source_row", "column", "code", "message"]]
+        at = np.full(len(err), -1, dtype=np.int64)
+        files = out["source_file"].to_numpy(dtype=object)
+        lines = out["source_row"].to_numpy(dtype="int64")
+        err_files = err["source_file"].to_numpy(dtype=object)
+        err_lines = err["source_row"].to_numpy(dtype="int64")
+        for f in pd.unique(err_files):  # a few files: one int64 lookup per file, not a 1M-entry tuple index
+            in_file = np.flatnonzero(files == f)
+            mine = np.flatnonzero(err_files == f)
+            found = pd.Index(lines[in_file]).get_indexer(err_lines[mine])
+            at[mine] = np.where(found >= 0, in_file[np.maximum(found, 0)], -1)
+        if (at < 0).any():
+            raise KeyError("report rows: a validation error for a row not in the sheet")
+        order = np.argsort(at, kind="stable")
+        at_sorted = at[order]
+        starts = np.flatnonzero(np.r_[True, at_sorted[1:] != at_sorted[:-1]])
+        records = [{"column": c, "code": code, "message": msg} for c, code, msg in zip(
+            err["column"].to_numpy(dtype=object)[order], err["code"].to_numpy(dtype=object)[order],
+            err["message"].to_numpy(dtype=object)[order])]
+        bounds = np.r_[starts, len(order)].tolist()
+        add_errors(at_sorted[starts], [records[a:b] for a, b in zip(bounds[:-1], bounds[1:])])
+
+    if len(duplicates):
+        idx = positions(duplicates)
+        status[idx] = "duplicate"
+        note[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy(dtype=object)
+    if len(already_paid):
+        idx = positions(already_paid)
+        status[idx] = "already_paid"
+        bonus_id[idx] = already_paid["bonus_id"].to_numpy(dtype=object)
+        note[idx] = ("paid by run " + already_paid["run_id"].astype(str)).to_numpy(dtype=object)
+    if held is not None and len(held):
+        idx = positions(held)
+        status[idx] = "held_repeat"
+        note[idx] = held["note"].to_numpy(dtype=object)
+    if len(to_pay):
+        idx = positions(to_pay)
+        if len(states):
+            st = to_pay[["row_key"]].merge(states[["row_key", "status", "operation_id", "bonus_id", "errors"]],
+                                           on="row_key", how="left")  # keeps to_pay's order
+            st_status, st_op, st_bonus, texts = (st[c].to_numpy(dtype=object)
+                                                 for c in ("status", "operation_id", "bonus_id", "errors"))
+            del st
+            mapped = pd.Series(st_status, dtype=object).map(LEDGER_TO_REPORT).to_numpy(dtype=object)
+        else:  # the ledger knows none of them (a dry run of a new batch): what the merge would give, no 1M-row join
+            st_status = st_op = st_bonus = texts = mapped = np.full(len(to_pay), np.nan, dtype=object)
+        never = pd.isna(mapped) if planned is None else np.zeros(len(to_pay), dtype=bool)
+        mapped = np.where(never, "pending", mapped)  # planned but no intent: the run stopped first
+        status[idx] = mapped
+        operation_id[idx] = st_op
+        bonus_id[idx] = st_bonus
+        with_text = np.flatnonzero(pd.notna(texts))
+        if len(with_text):
+            add_errors(idx[with_text], [orjson.loads(t) for t in texts[with_text]])
+        note[idx[mapped == "unknown"]] = UNKNOWN_NOTE
+        note[idx[never]] = NEVER_PLANNED
+        if planned is not None and len(planned):  # dry run: what would be sent now (valid rows: no sheet errors)
+            at = positions(planned)
+            status[at] = "planned"
+            operation_id[at] = planned["operation_id"].to_numpy(dtype=object)
+            row_errors[at] = None
+            note[at] = None
+    # object Series: pandas would otherwise convert each column to Arrow strings here, and the report again
+    for name, values in (("status", status), ("errors", row_errors), ("operation_id", operation_id),
+                         ("bonus_id", bonus_id), ("note", note)):
+        out[name] = pd.Series(values, index=out.index, dtype=object)
+    return out.reset_index(drop=True)
+
+
+def ledger_rows(run_id: str, rows: pd.DataFrame, states: pd.DataFrame) -> pd.DataFrame:
+    """Report rows for rows taken from the ledger alone (`payout retry`): their latest state, in sheet order."""
+    out = rows[["source_file", "source_row", "row_key", "user_id", "amount_cents"]].merge(
+        states[["row_key", "status", "operation_id", "bonus_id", "errors"]], on="row_key", how="left")
+    out.insert(0, "run_id", run_id)
+    out["status"] = out["status"].map(LEDGER_TO_REPORT)
+    out["errors"] = [orjson.loads(t) if isinstance(t, str) else [] for t in out["errors"]]
+    out["note"] = None
+    return out[["run_id", "source_file", "source_row", "row_key", "user_id", "amount_cents", "status", "errors",
+                "operation_id", "bonus_id", "note"]]
+
+
+def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd.DataFrame, meta: dict) -> Summary:
+    """Write OUT/<run_id>/{rows,operations}.parquet and summary.json, each atomically; return the summary.
 
     Raises ValueError if `rows` lacks a column or holds a status outside STATUSES.
     """
@@ -82,13 +241,13 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
     }
     _check_rows(rows)
     ops_table = operations_to_table(operations)
-    summary = summarize(rows, {**meta, "run_id": run_id})
-    summary["reports"] = {name: str(path) for name, path in paths.items()}
+    summary = dataclasses.replace(summarize(rows, {**meta, "run_id": run_id}), run_dir=run_dir,
+                                  reports={name: str(path) for name, path in paths.items()})
     _atomic(paths["rows"], lambda tmp: _write_rows(rows, tmp))
     _atomic(paths["operations"], lambda tmp: pq.write_table(ops_table, tmp))
-    text = json.dumps(summary, indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
+    text = json.dumps(summary.as_json(), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     _atomic(paths["summary"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    return run_dir
+    return summary
 
 
 def read_rows(run_dir: Path) -> pd.DataFrame:
@@ -157,60 +316,45 @@ def operations_to_table(operations: pd.DataFrame) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=OPERATIONS_SCHEMA)
 
 
-def summarize(rows: pd.DataFrame, meta: dict) -> dict:
-    """Counts and exact amounts per status merged over `meta` (run_id, batch_id, env, dry_run, started, ...).
+def summarize(rows: pd.DataFrame, meta: dict) -> Summary:
+    """Counts and exact amounts per status, with `meta` (run_id, batch_id, env, dry_run, started, ...).
 
     `meta["rerun_after"]`, when present, tells format_summary when pending rows can be re-run.
     """
     counts = rows["status"].value_counts()
     cents = rows["amount_cents"].astype("Int64").groupby(rows["status"]).sum()
-    count = {s: int(counts.get(s, 0)) for s in STATUSES}
-    amount = {s: int(cents.get(s, 0)) for s in STATUSES}
-    summary: dict[str, Any] = dict.fromkeys(
-        ("run_id", "batch_id", "env", "api_url", "dry_run", "started", "finished", "duration_s")
-    )
-    summary.update(meta)
-    if summary["duration_s"] is None:
-        summary["duration_s"] = _duration_s(summary["started"], summary["finished"])
-    summary.update(
-        rows_total=len(rows),
-        counts=count,
-        amounts={s: format_cents(amount[s]) for s in STATUSES},
-        success_count=count["paid"],
-        failed_count=count["failed"] + count["invalid"],
-        pending_count=count["pending"] + count["unknown"],
-        amount_paid=format_cents(amount["paid"]),
-        amount_failed=format_cents(amount["failed"] + amount["invalid"]),
-        amount_pending=format_cents(amount["pending"] + amount["unknown"]),
-    )
-    return summary
+    return Summary(dict(meta), len(rows), {s: int(counts.get(s, 0)) for s in STATUSES},
+                   {s: int(cents.get(s, 0)) for s in STATUSES})
 
 
-def format_summary(summary: dict) -> str:
+def format_summary(summary: Summary) -> str:
     """Plain text for a finance person: rows and amounts per status, what needs attention, where the report is."""
-    head = f"Run {summary.get('run_id')}"
-    if summary.get("batch_id"):
-        head += f"  batch {summary['batch_id']}"
-    if summary.get("api_url") or summary.get("env"):
-        head += f"  → {summary.get('api_url') or summary['env']}"
-    if summary.get("dry_run"):
+    meta = summary.meta
+    head = f"Run {meta.get('run_id')}"
+    if meta.get("batch_id"):
+        head += f"  batch {meta['batch_id']}"
+    if meta.get("api_url") or meta.get("env"):
+        head += f"  → {meta.get('api_url') or meta['env']}"
+    if meta.get("dry_run"):
         head += "  (dry run: nothing was sent)"
     lines = [head]
-    counts, amounts = summary["counts"], summary["amounts"]
+    counts = summary.counts
     for status in STATUSES:
         if counts[status]:
-            cents = _cents(amounts[status])
             unit = "row " if counts[status] == 1 else "rows"
-            lines.append(f"  {LABELS[status]:<13}{counts[status]:>9,} {unit}  {format_usd(cents):>17}")
-    lines.append(f"  {'Total':<13}{summary['rows_total']:>9,} rows")
-    attention = _attention(summary)
+            lines.append(f"  {LABELS[status]:<13}{counts[status]:>9,} {unit}  {format_usd(summary.cents[status]):>17}")
+    lines.append(f"  {'Total':<13}{summary.rows_total:>9,} rows")
+    attention = _attention(counts, meta)
     if attention:
         lines.append("Needs attention:")
         lines.extend(f"  {line}" for line in attention)
-    elif summary["rows_total"]:
+    elif summary.rows_total:
         lines.append("Nothing needs attention.")
-    reports = summary.get("reports") or {}
-    recovery = summary.get("recovery")
+    if meta.get("superseded"):
+        lines.append(f"Note: {_rows(meta['superseded'])} that failed earlier are no longer in the sheet (corrected "
+                     "or deleted): superseded, never sent again")
+    reports = summary.reports
+    recovery = meta.get("recovery")
     if recovery:
         lines.append("Ledger: " + (recovery.get("error") or (
             f"new to this target: read its operations since {recovery['since']} ({recovery['requests']} requests): "
@@ -221,8 +365,7 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _attention(summary: dict) -> list[str]:
-    counts = summary["counts"]
+def _attention(counts: dict[str, int], meta: dict[str, Any]) -> list[str]:
     out = []
     if counts["invalid"]:
         out.append(f"{_rows(counts['invalid'])} invalid — see the errors column; fix the sheet and run again")
@@ -232,30 +375,22 @@ def _attention(summary: dict) -> list[str]:
     if counts["duplicate"]:
         out.append(f"{_rows(counts['duplicate'])} duplicate — see the note column for the row each repeats")
     if counts["pending"]:
-        when = f" after {summary['rerun_after']}" if summary.get("rerun_after") else ""
+        when = f" after {meta['rerun_after']}" if meta.get("rerun_after") else ""
         out.append(f"{_rows(counts['pending'])} pending — run `payout run` again{when}; nothing is paid twice")
     if counts["unknown"]:
-        out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; `payout audit` settles them")
+        out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; the next run asks the server again, "
+                   "`payout audit` names the bonus")
     if counts["held_repeat"]:
         out.append(f"{_rows(counts['held_repeat'])} held: each looks like a bonus paid under another batch in the "
                    "last days (see the note column); re-run with --allow-repeats if they are meant to be paid again")
-    for gap in summary.get("unplanned") or ():
+    for gap in meta.get("unplanned") or ():
         out.append(f"{_rows(gap['rows'])} of batch {gap['batch_id']!r} never planned: run {gap['run_id']} stopped "
                    "before recording them; run `payout run` on that sheet again (nothing is paid twice)")
-    if summary.get("superseded"):
-        out.append(f"{_rows(summary['superseded'])} that failed earlier are no longer in the sheet (corrected or "
-                   "deleted): superseded, never sent again")
     return out
 
 
 def _rows(n: int) -> str:
     return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
-def _cents(decimal_text: str) -> int:
-    whole, _, frac = decimal_text.lstrip("-").partition(".")
-    value = int(whole) * 100 + int(frac or 0)
-    return -value if decimal_text.startswith("-") else value
 
 
 def _duration_s(started: Any, finished: Any) -> float | None:

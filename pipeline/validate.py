@@ -32,7 +32,7 @@ import pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from pipeline.ingest import TEXT_COLUMNS, factorize_text
+from pipeline.contract import TEXT_COLUMNS, factorize_text
 from pipeline.money import format_usd
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]

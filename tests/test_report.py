@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -67,7 +69,7 @@ def _operations() -> pd.DataFrame:
 
 
 def test_rows_parquet_has_explicit_types_and_exact_decimal_amounts(tmp_path: Path):
-    run_dir = write_report(tmp_path, "20261125T101500Z", _rows(), _operations(), META)
+    run_dir = write_report(tmp_path, "20261125T101500Z", _rows(), _operations(), META).run_dir
     assert run_dir == tmp_path / "20261125T101500Z"
     table = pq.read_table(run_dir / "rows.parquet")
     schema = table.schema
@@ -90,7 +92,7 @@ def test_rows_parquet_has_explicit_types_and_exact_decimal_amounts(tmp_path: Pat
 
 def test_read_rows_gives_back_what_was_written(tmp_path: Path):
     rows = _rows()
-    back = read_rows(write_report(tmp_path, "r", rows, _operations(), META))
+    back = read_rows(write_report(tmp_path, "r", rows, _operations(), META).run_dir)
     assert list(back.columns) == list(rows.columns)
     assert back["amount_cents"].dtype == "Int64"
     assert back["amount_cents"].tolist() == rows["amount_cents"].tolist()
@@ -100,7 +102,7 @@ def test_read_rows_gives_back_what_was_written(tmp_path: Path):
 
 
 def test_operations_parquet_keeps_toloka_fields_and_nulls_what_is_not_known_yet(tmp_path: Path):
-    table = pq.read_table(write_report(tmp_path, "r", _rows(), _operations(), META) / "operations.parquet")
+    table = pq.read_table(write_report(tmp_path, "r", _rows(), _operations(), META).run_dir / "operations.parquet")
     assert table.schema.field("submitted").type == pa.string()
     assert table.schema.field("success_count").type == pa.int64()
     first, second = table.to_pylist()
@@ -110,12 +112,12 @@ def test_operations_parquet_keeps_toloka_fields_and_nulls_what_is_not_known_yet(
 
 def test_dry_run_with_no_operations_still_writes_an_empty_operations_file(tmp_path: Path):
     rows = _rows().assign(status="planned")
-    run_dir = write_report(tmp_path, "r", rows, pd.DataFrame(), {**META, "dry_run": True})
+    run_dir = write_report(tmp_path, "r", rows, pd.DataFrame(), {**META, "dry_run": True}).run_dir
     assert pq.read_table(run_dir / "operations.parquet").num_rows == 0
 
 
 def test_summary_json_counts_every_status_and_sums_amounts_exactly(tmp_path: Path):
-    run_dir = write_report(tmp_path, "20261125T101500Z", _rows(), _operations(), META)
+    run_dir = write_report(tmp_path, "20261125T101500Z", _rows(), _operations(), META).run_dir
     text = (run_dir / "summary.json").read_text()
     summary = json.loads(text)
     assert list(summary) == sorted(summary) and text.startswith("{\n  ")
@@ -142,13 +144,12 @@ def test_bad_rows_are_refused_and_leave_no_temp_files(tmp_path: Path):
 
 def test_format_summary_tells_finance_amounts_and_what_needs_attention():
     summary = summarize(_rows(), {**META, "run_id": "r1", "rerun_after": "2026-11-26 00:00 UTC"})
-    summary["reports"] = {"rows": "data/reports/r1/rows.parquet"}
-    text = format_summary(summary)
+    text = format_summary(dataclasses.replace(summary, reports={"rows": "data/reports/r1/rows.parquet"}))
     assert "  Paid                 2 rows          $1,236.00\n" in text
     assert "  Already paid         1 row   $9,999,999,999.99\n" in text
     assert "1 row invalid — see the errors column" in text
     assert "1 row pending — run `payout run` again after 2026-11-26 00:00 UTC" in text
-    assert "1 row of unknown outcome — never re-sent; `payout audit` settles them" in text
+    assert "1 row of unknown outcome — never re-sent; the next run asks the server again" in text
     assert "Planned" not in text
     assert text.endswith("Report: data/reports/r1/rows.parquet")
 

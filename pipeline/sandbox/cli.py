@@ -5,10 +5,8 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
-from .app import Sandbox
-from .faults import FaultSpec
-from .server import make_limits, run_forever
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-amount", default="100", help="largest bonus in USD (default 100)")
 
 
-def build_sandbox(args: argparse.Namespace) -> Sandbox:
+def build_sandbox(args: argparse.Namespace) -> Any:
     """A Sandbox from parsed flags; raise ValueError on a bad flag value."""
+    from .app import Sandbox  # the server's modules load only when a server starts
+    from .faults import FaultSpec
+    from .server import make_limits
+
     token = args.token or os.environ.get("TOLOKA_TOKEN")
     if not token:
         raise ValueError("no token: pass --token or set TOLOKA_TOKEN")
@@ -58,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, ArithmeticError, OSError) as exc:
         print(f"payout sandbox: {exc}", file=sys.stderr)
         return 2
+
+    from .server import run_forever
 
     def announce(url: str) -> None:
         print(f"sandbox listening on {url} (db {args.db})", flush=True)

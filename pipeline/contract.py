@@ -1,0 +1,113 @@
+"""The contract the stages share, so that no stage imports another: column names, the text codes and 409
+conflict key every stage reads, the vocabulary of states and statuses, and run ids.
+
+Floors (tests/test_layers.py checks them): this module, `errors`, `money` and `wire` at the bottom; the edges
+(`config`, `ledger`, `toloka`, `target`, `logs`, `progress`, `signals`) above; the stages (`ingest`, `validate`,
+`keys`, `dedupe`, `plan`, `execute`, `report`, `audit`) import only those two floors; the composers (`run`,
+`recover`, `cli`) compose them. Nothing but `cli` (lazily) imports the sandbox.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import secrets
+from datetime import datetime, timezone
+from typing import Literal, get_args
+
+import numpy as np
+import pandas as pd
+
+REQUIRED_COLUMNS = ("user_id", "amount")
+OPTIONAL_COLUMNS = (
+    "assignment_id",
+    "private_comment",
+    "public_title",
+    "public_message",
+    "without_message",
+    "bonus_key",
+)
+TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+# The 409 ENTITY_CONFLICT identity: Toloka refuses two bonuses equal in these within one request.
+CONFLICT_COLUMNS = ("user_id", "amount_cents", "public_title", "public_message", "private_comment")
+
+
+def conflict_key(frame: pd.DataFrame) -> pd.Series:
+    """Integer id of each row's 409 identity (user, amount, title, message, comment); equal id = conflict.
+
+    Ids number identities in order of first appearance within `frame`, so they are only comparable
+    within one call. Uses normalised values (cents, canonical JSON): "1.5" and "1.50" conflict.
+    """
+    if len(frame) == 0:
+        return pd.Series([], dtype=np.int64, index=frame.index)
+    combined = np.zeros(len(frame), dtype=np.int64)
+    size = 1  # number of distinct values `combined` can take
+    for c in CONFLICT_COLUMNS:
+        codes, n_values = _codes(frame[c])
+        if size * (n_values + 1) >= 2**62:  # keep the mixed radix number inside int64
+            combined, uniques = pd.factorize(combined)
+            size = len(uniques)
+        combined = combined * (n_values + 1) + codes
+        size *= n_values + 1
+    combined, _ = pd.factorize(combined)
+    return pd.Series(combined.astype(np.int64), index=frame.index, name="conflict_key")
+
+
+def _codes(s: pd.Series) -> tuple[np.ndarray, int]:
+    """Integer code per value (missing = its own value) and how many distinct codes there are."""
+    if isinstance(s.dtype, pd.api.extensions.ExtensionDtype) and s.dtype.kind in "iu":  # Int64 cents
+        codes, uniques = pd.factorize(s.array)
+    else:
+        codes, uniques = factorize_text(s.to_numpy(dtype=object))
+    # missing (-1) becomes code 0, values 1..n (use_na_sentinel=False would scan for NaN again)
+    return codes.astype(np.int64) + 1, len(uniques) + 1
+
+
+
+DedupePolicy = Literal["keep-first", "reject-all"]
+DEDUPE_POLICIES: tuple[DedupePolicy, ...] = get_args(DedupePolicy)
+
+# A row's state in the ledger; "in flight" is its operation's state (planned -> submitted -> done/rejected).
+RowState = Literal["planned", "paid", "failed", "unknown", "superseded"]
+OperationState = Literal["planned", "submitted", "done", "rejected"]
+# A row may hold money on the server in these states: it is never planned again.
+MAY_BE_PAID: tuple[RowState, ...] = ("paid", "planned", "unknown")
+# A row's status in the report (README "Row statuses").
+ReportStatus = Literal["paid", "failed", "invalid", "duplicate", "already_paid", "held_repeat", "pending",
+                       "unknown", "planned"]
+REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
+LEDGER_TO_REPORT: dict[RowState, ReportStatus] = {"paid": "paid", "failed": "failed", "planned": "pending",
+                                                  "unknown": "unknown"}
+NEEDS_ATTENTION: tuple[ReportStatus, ...] = ("failed", "invalid", "duplicate", "pending", "unknown", "held_repeat")
+
+
+def new_run_id() -> str:
+    """Sortable by time, unique enough for two runs in the same second."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(2)
+
+
+def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of an object column of str/None, like `pd.factorize` (None -> code -1).
+
+    Groups by object identity first (an int64 factorize of the cells' pointers), then by value over
+    the few distinct objects. Columns from `read_sheets` share one string object per distinct text,
+    so this is several times faster than hashing every cell; on other input it is merely correct.
+    """
+    arr = np.ascontiguousarray(np.asarray(values, dtype=object))
+    if len(arr) == 0:
+        return np.empty(0, dtype=np.intp), np.empty(0, dtype=object)
+    # An object array stores PyObject pointers; read them as integers (arr stays alive meanwhile).
+    pointers = np.frombuffer((ctypes.c_ssize_t * len(arr)).from_address(arr.ctypes.data), dtype=np.intp)
+    sample = pointers[:20_000]
+    if len(np.unique(sample)) > 0.95 * len(sample):  # nothing shared (ids): plain hashing is cheaper
+        codes, uniques = pd.factorize(arr)
+        return codes, np.asarray(uniques, dtype=object)
+    codes_obj, uniq_ptr = pd.factorize(pointers)
+    # one representative cell per distinct object, in order of first appearance
+    first_pos = np.empty(len(uniq_ptr), dtype=np.int64)
+    first_pos[codes_obj[::-1]] = np.arange(len(arr) - 1, -1, -1)
+    reps = arr[first_pos]
+    value_codes, uniques = pd.factorize(reps)
+    return value_codes[codes_obj], np.asarray(uniques, dtype=object)
+
+
