@@ -25,7 +25,7 @@ from pipeline.money import cents_from_json, format_cents
 from pipeline.target import Target, make_client
 from pipeline.toloka import TolokaClient
 
-KINDS = ("matched", "missing", "mismatched", "unexpected")
+KINDS = ("matched", "missing", "mismatched", "unexpected", "unknown")
 WINDOW_SLACK = timedelta(minutes=5)
 
 
@@ -62,6 +62,12 @@ def reconcile(ledger_rows: pd.DataFrame, known_bonus_ids: set[str], server: pd.D
         out.append({"row_key": None, "source_file": None, "source_row": None, "user_id": s.user_id,
                     "ledger_amount_cents": None, "bonus_id": s.bonus_id, "kind": "unexpected",
                     "server_amount_cents": int(s.amount_cents), "detail": detail})
+    for u in unknown.itertuples(index=False):  # never an all-clear while an outcome is unknown
+        out.append({"row_key": u.row_key, "source_file": u.source_file, "source_row": u.source_row,
+                    "user_id": u.user_id, "ledger_amount_cents": int(u.amount_cents), "bonus_id": None,
+                    "kind": "unknown", "server_amount_cents": None,
+                    "detail": "the ledger marks its outcome unknown (never resent); the next `payout run` asks the "
+                              "server again; an unexpected bonus of the same user and amount is probably its own"})
     cols = ["kind", "row_key", "source_file", "source_row", "user_id", "ledger_amount_cents",
             "server_amount_cents", "bonus_id", "detail"]
     return pd.concat([paid.drop(columns="server_user_id")[cols], pd.DataFrame(out, columns=cols)],

@@ -173,7 +173,7 @@ class Executor:
                 if isinstance(e, (AuthRefused, QuotaExhausted, ApiUnreachable)):
                     raise
                 continue  # still not definitive: the rows stay unknown
-            settled = self.ledger.settle_unknown(operation_id, map_log(rows, remote.get("status"), entries),
+            settled = self.ledger.settle_unknown(operation_id, remote, map_log(rows, remote.get("status"), entries),
                                                  self.run_id)
             if settled:
                 self._event("unknown_settled")

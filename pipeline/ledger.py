@@ -213,19 +213,18 @@ class Ledger:
                    (key, value), False)])
 
     def bind_target(self, target_id: str) -> bool:
-        """Tie the ledger to one API target; True when it has never seen one (the caller recovers first).
+        """Tie the ledger to one API target; True while it has never read that target's operations (the
+        caller recovers first: a recovery that did not finish is done again by the next run).
 
         A ledger of one target used against another would call rows paid that the other never paid.
         """
         known = self.get_meta("target")
         if known is None:
-            has_rows = self._query("SELECT 1 FROM rows LIMIT 1")
             self.set_meta("target", target_id)
-            return not has_rows or self.get_meta("recovered_through") is None
-        if known != target_id:
+        elif known != target_id:
             raise UsageError(f"ledger {self.path} belongs to target {known}, not {target_id}; use that "
                              "target's own ledger (--ledger or --data-dir)")
-        return False
+        return self.get_meta("recovered_through") is None
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -471,12 +470,15 @@ class Ledger:
                operation_id) for r in results], True),
         ])
 
-    def settle_unknown(self, operation_id: str, results: Sequence[RowResult], run_id: str) -> int:
-        """Rows of unknown outcome that a new, definitive reading of the operation's log settles."""
+    def settle_unknown(self, operation_id: str, op: dict[str, Any], results: Sequence[RowResult], run_id: str
+                       ) -> int:
+        """Rows of unknown outcome that a new, definitive reading of the operation (`op`) and its log settles."""
         now = utcnow()
         done = [r for r in results if r.status != "unknown"]
         if done:
-            self._tx([("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, paid_at=?,"
+            self._tx([("UPDATE operations SET status=?, submitted=?, started=?, finished=?, progress=?, details=?,"
+                       " updated=? WHERE operation_id=?", (*_op_fields(op), now, operation_id), False),
+                      ("UPDATE rows SET status=?, bonus_id=?, errors=?, retryable=?, paid_run_id=?, paid_at=?,"
                        " updated=? WHERE row_key=? AND operation_id=? AND status='unknown'",
                        [(r.status, r.bonus_id, orjson.dumps(r.errors).decode() if r.errors else None,
                          int(r.retryable), run_id if r.status == "paid" else None,
