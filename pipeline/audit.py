@@ -1,4 +1,5 @@
-"""`payout audit` (a composer, like `run` and `recover`): reconcile the ledger against the server's own list of bonuses, independently of any run.
+"""`payout audit` (a composer, like `run` and `recover`): reconcile the ledger against the server's own list of
+bonuses, independently of any run.
 
 A ledger row is tied to its server bonus by the bonus id the operation log gave us (never by content, so
 nothing needs to be written into finance's `private_comment`). The other direction — bonuses on the
@@ -82,9 +83,9 @@ def fetch_server_bonuses(client: TolokaClient, ledger_rows: pd.DataFrame, window
         for b in client.iter_user_bonuses(created_gte=window[0], created_lte=window[1]):
             seen[str(b["id"])] = b
     for bonus_id in set(ledger_rows["bonus_id"].dropna()) - seen.keys():
-        b = client.get_user_bonus(bonus_id)
-        if b is not None:
-            seen[str(b["id"])] = b
+        found = client.get_user_bonus(bonus_id)
+        if found is not None:
+            seen[str(found["id"])] = found
     return pd.DataFrame(
         [(k, b["user_id"], cents_from_json(b["amount"]), b.get("created")) for k, b in seen.items()],
         columns=["bonus_id", "user_id", "amount_cents", "created"])

@@ -8,7 +8,7 @@ import re
 import secrets
 import sys
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -150,12 +150,12 @@ def _parse_when(text: str, *, end: bool) -> datetime:
     """YYYY-MM-DD (00:00 UTC; with end=True the next day's 00:00, so the whole day is inside) or ISO 8601."""
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
-            day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=timezone.utc)
+            day = datetime.strptime(text.strip(), "%Y-%m-%d").replace(tzinfo=UTC)
             return day + timedelta(days=1) if end else day
         when = datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 time)") from None
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
 
 
 def _since(text: str) -> datetime:
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             token_from_env(required=True)  # before any folder is made or any ledger is opened
         sheets = args.sheets if args.command == "run" else ()
         batch_id = (resolve_batch_id(args.batch_id, settings, sheets, embedded=settings.embedded)
-                    if args.command == "run" else None)
+                    if args.command == "run" else "")
         run_recover = _recover_checked(args) if args.command == "recover" else None
         preflight(settings, sheets)
         _announce(settings)
@@ -267,7 +267,7 @@ def _announce(settings: Settings) -> None:
 def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
     """Check the --since/--until window, then import pipeline.recover lazily (every other command works
     without it) and return its run_recover."""
-    if args.since > datetime.now(timezone.utc):
+    if args.since > datetime.now(UTC):
         raise UsageError(f"--since ({args.since:%Y-%m-%d %H:%M} UTC) is in the future")
     if args.until is not None and args.until <= args.since:
         raise UsageError(f"--until ({args.until:%Y-%m-%d %H:%M} UTC) must be after --since "

@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -250,12 +250,12 @@ def resolve_batch_id(given: str | None, settings: Settings, sheets: Sequence[str
     stems = "+".join(sorted(Path(s).stem for s in sheets))
     template = settings.batch_id_template
     if template is not None:
-        today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
         return validate_batch_id(template.format(sheet=stems, date=today, env=settings.env),
                                  f"batch_id_template {template!r}")
     if embedded:
         return validate_batch_id(stems, "the default batch id (the sheet names)")
-    example = f"{stems or 'payouts'}-{datetime.now(timezone.utc):%Y-%m-%d}"
+    example = f"{stems or 'payouts'}-{datetime.now(UTC):%Y-%m-%d}"
     raise UsageError(
         f"a run against {settings.api_url} needs --batch-id: row keys and operation ids depend on it, so the "
         f"same sheet under the same id is never paid twice and a recurring sheet needs a new id each time; "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal, get_args
 
 import numpy as np
@@ -83,7 +83,7 @@ NEEDS_ATTENTION: tuple[ReportStatus, ...] = ("failed", "invalid", "duplicate", "
 
 def new_run_id() -> str:
     """Sortable by time, unique enough for two runs in the same second."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(2)
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(2)
 
 
 def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -97,7 +97,7 @@ def factorize_text(values: pd.Series | np.ndarray) -> tuple[np.ndarray, np.ndarr
     if len(arr) == 0:
         return np.empty(0, dtype=np.intp), np.empty(0, dtype=object)
     # An object array stores PyObject pointers; read them as integers (arr stays alive meanwhile).
-    pointers = np.frombuffer((ctypes.c_ssize_t * len(arr)).from_address(arr.ctypes.data), dtype=np.intp)
+    pointers = np.frombuffer(memoryview((ctypes.c_ssize_t * len(arr)).from_address(arr.ctypes.data)), dtype=np.intp)
     sample = pointers[:20_000]
     if len(np.unique(sample)) > 0.95 * len(sample):  # nothing shared (ids): plain hashing is cheaper
         codes, uniques = pd.factorize(arr)

@@ -16,6 +16,7 @@ import pandas as pd
 from pipeline.contract import DEDUPE_POLICIES, MAY_BE_PAID, DedupePolicy, conflict_key
 from pipeline.money import format_cents
 
+
 def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(unique, duplicates), both in sheet order, together exactly the rows of `valid`, with `conflict_key`.
 
@@ -151,7 +152,7 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     else:  # a fresh ledger (every dry run of a new batch): no 1M-row merge
         status = np.full(n, None, dtype=object)
         cols = {c: np.full(n, None, dtype=object) for c in _LEDGER_COLUMNS}
-    status = np.where(pd.isna(status), None, status)
+    status = np.asarray(np.where(pd.isna(status), None, status), dtype=object)
     by_key = status != None  # noqa: E711 - elementwise; rows the ledger knows under this very key
     sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
 

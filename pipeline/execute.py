@@ -19,24 +19,22 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import structlog
-
-from decimal import Decimal, InvalidOperation
-
 import orjson
+import structlog
 
 from pipeline.errors import (
     ApiError,
-    OperationTimeout,
-    StopRequested,
     ApiRejectedError,
     ApiTransientError,
     ApiUnreachable,
     AuthRefused,
+    OperationTimeout,
     PayoutError,
     QuotaExhausted,
+    StopRequested,
 )
 from pipeline.ledger import Ledger, Operation, RowResult
 from pipeline.toloka import TolokaClient
@@ -214,6 +212,7 @@ class Executor:
         """
         resumed = op.state == "submitted" or op.run_id != self.run_id
         must_ask = resumed and not known_missing
+        remote: dict[str, Any] | None
         body: bytes | None = None
         doubt: ApiError | None = None
         attempt = 0
@@ -320,10 +319,12 @@ def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list
         if not isinstance(entry, dict):
             continue
         echoed = entry.get("input")
-        key = echoed.get("__item_idx") if isinstance(echoed, dict) else None
+        if not isinstance(echoed, dict):
+            continue
+        key = echoed.get("__item_idx")
         if key not in sent or key in seen and seen[key].status == "paid":
             continue
-        output = entry.get("output") if isinstance(entry.get("output"), dict) else {}
+        output = entry["output"] if isinstance(entry.get("output"), dict) else {}
         mismatch = _mismatch(sent[key], echoed)
         if mismatch:
             seen[key] = _unknown(key, "LOG_MISMATCH", f"the operation log shows {mismatch}")

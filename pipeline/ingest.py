@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import structlog
 
-from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS, factorize_text
+from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS
 from pipeline.errors import SheetError
 
 log = structlog.get_logger(__name__)
@@ -261,7 +261,8 @@ def _clean_text(col: pa.ChunkedArray, out: np.ndarray | None = None) -> np.ndarr
         out[:] = _trimmed(col).to_numpy(zero_copy_only=False)
         return out
     encoded = pc.dictionary_encode(col).combine_chunks()
-    uniques = np.append(_trimmed(encoded.dictionary).to_numpy(zero_copy_only=False).astype(object), None)
+    uniques = np.concatenate([_trimmed(encoded.dictionary).to_numpy(zero_copy_only=False).astype(object),
+                              np.array([None], dtype=object)])
     np.take(uniques, encoded.indices.fill_null(len(uniques) - 1).to_numpy(), out=out)
     return out
 

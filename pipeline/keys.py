@@ -75,9 +75,9 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     occurrence = pd.Series(ident).groupby(ident, sort=False).cumcount().to_numpy()
     repeats = np.flatnonzero(occurrence)
     if len(repeats):
-        prefix_of = (lambda i: row_prefix if valid[i] else invalid_prefix)
         again = _sha256_all(
-            (prefix_of(i), *(f[i] for f in fields), str(int(occurrence[i])).encode()) for i in repeats
+            (row_prefix if valid[i] else invalid_prefix, *(f[i] for f in fields), str(int(occurrence[i])).encode())
+            for i in repeats
         )
         digests[repeats] = again
 

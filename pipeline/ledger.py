@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ DETAIL_COUNTS = ("total_count", "valid_count", "not_valid_count", "success_count
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ class Ledger:
         assert self._db is not None, "Ledger used outside its `with` block"
         return self._db
 
-    def _tx(self, statements: Iterable[tuple[str, Sequence[Any] | Iterable[Sequence[Any]], bool]]) -> None:
+    def _tx(self, statements: Iterable[tuple[str, Any, bool]]) -> None:
         """Run (sql, params, many) statements in one IMMEDIATE transaction."""
         with self._mutex:
             self.db.execute("BEGIN IMMEDIATE")
@@ -398,13 +398,15 @@ class Ledger:
         cols = ["row_key", "batch_id", "run_id", "source_file", "source_row", "user_id", "amount_cents", "status",
                 "attempt", "operation_id", "bonus_id", "errors", "retryable", "paid_run_id", "item", "content_key",
                 "lookalike"]
-        where, params = [], []
-        if batch_id:
-            where.append("batch_id=?"), params.append(batch_id)
-        if run_id:
-            where.append("run_id=?"), params.append(run_id)
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("batch_id", batch_id), ("run_id", run_id)):
+            if value:
+                where.append(f"{column}=?")
+                params.append(value)
         if statuses:
-            where.append(f"status IN ({','.join('?' * len(statuses))})"), params.extend(statuses)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            params.extend(statuses)
         sql = f"SELECT {', '.join(cols)} FROM rows" + (" WHERE " + " AND ".join(where) if where else "")
         return pd.DataFrame(self._query(sql + " ORDER BY source_file, source_row", params), columns=cols)
 

@@ -48,8 +48,8 @@ def plan_chunks(to_pay: pd.DataFrame, batch_id: str, chunk_size: int, attempt: i
     else:
         key = np.arange(n)
     has_conflicts = len(pd.unique(key)) < n  # (dedupe leaves none; other callers may not)
-    layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy() if has_conflicts else None
     if has_conflicts:
+        layer = pd.Series(key).groupby(key, sort=False).cumcount().to_numpy()
         order = np.lexsort((np.arange(n), layer))  # by layer, then sheet order
         frame = to_pay.iloc[order]
         layer = layer[order]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -100,7 +100,7 @@ def _rows_of(client: TolokaClient, op: dict[str, Any]) -> list[tuple[Any, ...]]:
     for entry in entries:
         echoed = entry.get("input") if isinstance(entry, dict) else None
         key = echoed.get("__item_idx") if isinstance(echoed, dict) else None
-        if isinstance(key, str) and ROW_KEY.match(key):
+        if isinstance(echoed, dict) and isinstance(key, str) and ROW_KEY.match(key):
             item = {k: v for k, v in echoed.items() if k != "__item_idx"}
             sent.append((key, orjson.dumps(item)))
     if not sent:
@@ -123,11 +123,11 @@ def _rows_of(client: TolokaClient, op: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def window_start(days: float) -> datetime:
-    return datetime.now(timezone.utc) - timedelta(days=days)
+    return datetime.now(UTC) - timedelta(days=days)
 
 
 def _stamp(when: datetime) -> str:
-    return when.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def _ledger_time(toloka_time: Any) -> str:

@@ -306,9 +306,9 @@ def operations_to_table(operations: pd.DataFrame) -> pa.Table:
     """One row per operation in OPERATIONS_SCHEMA; a field the operation does not have yet is null."""
     ops = operations.reindex(columns=OPERATIONS_SCHEMA.names)
     arrays = []
-    for field in OPERATIONS_SCHEMA:
-        column = ops[field.name]
-        if field.type == pa.string():
+    for spec in OPERATIONS_SCHEMA:
+        column = ops[spec.name]
+        if spec.type == pa.string():
             values = [None if _isna(v) else str(v) for v in column]
             arrays.append(pa.array(values, type=pa.string()))
         else:

@@ -9,7 +9,7 @@ import itertools
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +185,7 @@ def _hold_lookalikes(ledger: Ledger, to_plan: pd.DataFrame, batch_id: str, setti
     to_plan = to_plan.assign(lookalike=keys.lookalike_keys(to_plan))
     if settings.allow_repeats:
         return to_plan, to_plan.iloc[:0].assign(note=pd.Series([], dtype=object))
-    since = datetime.now(timezone.utc) - timedelta(hours=settings.lookalike_window_h)
+    since = datetime.now(UTC) - timedelta(hours=settings.lookalike_window_h)
     recent = ledger.recent_lookalikes(to_plan["lookalike"].tolist(), batch_id, since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
     return dedupe.hold_lookalikes(to_plan, recent)
 
@@ -195,10 +195,10 @@ def _meta(settings: Settings, target: Target | None, outcome: ExecutionOutcome |
     meta: dict[str, Any] = {
         "env": settings.env, "api_url": (target.label or target.api_url) if target else None,
         "data_dir": str(settings.data_dir), "ledger": str(settings.ledger_path),
-        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 3),
     }
-    meta["started"] = (datetime.now(timezone.utc) - timedelta(seconds=meta["duration_s"])).isoformat(
+    meta["started"] = (datetime.now(UTC) - timedelta(seconds=meta["duration_s"])).isoformat(
         timespec="seconds")
     if outcome is not None:
         meta["api_events"] = outcome.events
@@ -206,6 +206,6 @@ def _meta(settings: Settings, target: Target | None, outcome: ExecutionOutcome |
             meta["stopped_by"] = str(outcome.stopped_by)
             retry_after = outcome.stopped_by.retry_after if isinstance(outcome.stopped_by, ApiError) else None
             if retry_after:
-                when = datetime.now(timezone.utc) + timedelta(seconds=float(retry_after))
+                when = datetime.now(UTC) + timedelta(seconds=float(retry_after))
                 meta["rerun_after"] = when.isoformat(timespec="minutes")
     return meta

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -315,7 +315,7 @@ def _param(value: Any) -> Any:
     """Query values as Toloka expects them: datetimes as naive UTC ISO text, booleans as true/false."""
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc).replace(tzinfo=None)
+            value = value.astimezone(UTC).replace(tzinfo=None)
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -344,7 +344,7 @@ def _error_from_response(method: str, path: str, resp: requests.Response, max_qu
     message = envelope.get("message") if code is not None else None
     text = f"{method} {path}: HTTP {status} {code or ''} {message or ''}".strip()
     request_id = envelope.get("request_id") if isinstance(envelope.get("request_id"), str) else None
-    kwargs = dict(status=status, code=code, payload=payload, request_id=request_id)
+    kwargs: dict[str, Any] = dict(status=status, code=code, payload=payload, request_id=request_id)
     if status == 429:
         interval = payload.get("interval") if isinstance(payload, dict) else None
         retry_after = _retry_after(resp) or QUOTA_SECONDS.get(interval or "", 1.0)

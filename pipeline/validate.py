@@ -20,9 +20,10 @@ Documented limits (all configurable through `ValidationRules`):
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import orjson
@@ -320,7 +321,7 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
     # pandera keeps the schema (whose checks hold ctx) in a registry keyed by the frame; drop the
     # parsed data now so no frame outlives this call
     ctx.cache.clear()
-    ctx.frame = None  # type: ignore[assignment]
+    ctx.frame = None
 
     checked = work.copy(deep=False)
     a = amounts
@@ -346,7 +347,8 @@ _COLUMN_ORDER = {c: i for i, c in enumerate(
 
 def _errors_frame(work: pd.DataFrame, failures: pd.DataFrame | None, ctx: _Context) -> pd.DataFrame:
     if failures is None or not len(failures):
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in ERROR_COLUMNS + ["_pos"]}).astype({"source_row": "int64", "_pos": "int64"})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ERROR_COLUMNS + ["_pos"]}).astype(
+            {"source_row": "int64", "_pos": "int64"})
     f = failures[failures["index"].notna()]
     pos = f["index"].astype(np.int64).to_numpy()
     codes = [c if c in _CODE_ORDER else (ErrorCode.REQUIRED.value if c == "not_nullable" else ErrorCode.OTHER.value)

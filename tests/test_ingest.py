@@ -187,7 +187,7 @@ def test_sample_sheets_read_and_show_their_documented_problems(name, rows, inval
 def test_factorize_text_matches_pandas_whether_or_not_strings_are_shared():
     import numpy as np
 
-    from pipeline.ingest import factorize_text
+    from pipeline.contract import factorize_text
 
     shared = ["a", "b", None, "a", "c", "b", None]
     copies = ["".join(ch) if ch else None for ch in shared]  # equal values, distinct objects

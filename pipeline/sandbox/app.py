@@ -6,10 +6,11 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -79,7 +80,7 @@ def _time_param(name: str, text: str) -> int:
     except ValueError:
         raise _invalid(name, "INVALID_DATE_TIME_SYNTAX", "Date or date-time expected") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1_000_000)
 
 
@@ -132,7 +133,7 @@ class Listing:
 
 
 def _seconds_to_utc_midnight() -> int:
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1, int((midnight - now).total_seconds()) + 1)
 
@@ -222,7 +223,7 @@ class Sandbox:
 
     def _spend_daily_quota(self) -> None:
         """Count one POST against today's (UTC) quota; the count is kept in the database across restarts."""
-        day = datetime.now(timezone.utc).date().isoformat()
+        day = datetime.now(UTC).date().isoformat()
         quota_day, used = self._quota
         if quota_day != day:
             used = self.store.quota_used(day)

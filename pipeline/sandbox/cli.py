@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox flags to `parser` (so `payout sandbox` can mount them)."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")

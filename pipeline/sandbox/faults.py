@@ -43,7 +43,7 @@ class FaultSpec:
                 if value < 0 or (key == "burst_429" and value < 1):
                     raise ValueError(f"fault {key} must be a non-negative integer (burst_429 >= 1), got {raw!r}")
             values[key] = value
-        return cls(**values)
+        return cls(**values)  # type: ignore[arg-type]  # each key was checked against its field above
 
     def render(self) -> str:
         """The spec as text, listing only the faults that differ from "none"."""

@@ -5,9 +5,10 @@ import asyncio
 import signal
 import socket
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .app import Sandbox
 from .faults import FaultSpec

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import datetime, timezone
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -74,9 +75,11 @@ def now_us() -> int:
 
 def render_time(us: int | None) -> str | None:
     """Toloka's timestamp text: UTC, milliseconds, no zone suffix."""
-    if us is None:
-        return None
-    return datetime.fromtimestamp(us / 1e6, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
+    return None if us is None else _utc_text(us)
+
+
+def _utc_text(us: int) -> str:
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
 
 
 class OperationExists(Exception):
@@ -106,7 +109,7 @@ class Store:
         if text is None:
             if len(self._time_cache) > 4096:
                 self._time_cache.clear()
-            text = self._time_cache[us] = render_time(us)  # type: ignore[assignment]
+            text = self._time_cache[us] = _utc_text(us)
         return text
 
     def _bonus_rows(self, items: Iterable[tuple[int, dict[str, Any]]], created: int, op_id: str | None) -> list[tuple]:

@@ -90,17 +90,17 @@ def validate_item(item: Any, limits: Limits) -> FieldErrors | None:
     if not isinstance(without_message, bool):
         errors["without_message"] = _error("BOOLEAN_EXPECTED", "Boolean expected")
     for name in ("public_title", "public_message"):
-        value = item.get(name)
+        text_value = item.get(name)
         if without_message is True:
-            if value is not None:
+            if text_value is not None:
                 errors[name] = _error("VALUE_NOT_ALLOWED", "Must be null when without_message is true")
-        elif value is None:
+        elif text_value is None:
             errors[name] = _REQUIRED
         else:
-            _check_texts(name, value, errors)
+            _check_texts(name, text_value, errors)
     for name in ("private_comment", "assignment_id"):
-        value = item.get(name)
-        if value is not None and not isinstance(value, str):
+        text_value = item.get(name)
+        if text_value is not None and not isinstance(text_value, str):
             errors[name] = _error("STRING_EXPECTED", "String expected")
     return errors or None
 
