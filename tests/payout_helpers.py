@@ -60,10 +60,10 @@ def fault_counts(url: str) -> dict[str, int]:
     return dict(stats(url).get("faults", {}))
 
 
-def operations_settled(url: str) -> bool:
-    """The sandbox holds at least one operation and every one it holds is finished (SUCCESS or FAIL)."""
+def operations_settled(url: str, at_least: int = 1) -> bool:
+    """The sandbox holds at least `at_least` operations and every one it holds is finished (SUCCESS or FAIL)."""
     held = stats(url)["operations"]
-    return bool(held) and set(held) <= {"SUCCESS", "FAIL"}
+    return sum(held.values()) >= at_least and set(held) <= {"SUCCESS", "FAIL"}
 
 
 # -- the ledger and the reports ----------------------------------------------------------------------
