@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -13,6 +12,7 @@ import pytest
 import requests
 
 from pipeline.sandbox import SandboxServer
+from waiting import wait_for
 
 TOKEN = "sandbox-test-token"
 REPO = Path(__file__).resolve().parents[1]
@@ -52,15 +52,18 @@ def stats(url: str) -> dict[str, Any]:
     return requests.get(f"{url}/_sandbox/stats", timeout=10).json()
 
 
+def operation(session: requests.Session, url: str, op_id: str) -> dict[str, Any]:
+    """The operation as the server shows it now."""
+    return session.get(f"{url}/api/v1/operations/{op_id}", timeout=10).json()
+
+
 def wait_operation(session: requests.Session, url: str, op_id: str, timeout: float = 30.0) -> dict[str, Any]:
-    """Poll an operation until SUCCESS/FAIL; raise TimeoutError otherwise."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        op = session.get(f"{url}/api/v1/operations/{op_id}", timeout=10).json()
-        if op["status"] in ("SUCCESS", "FAIL"):
-            return op
-        time.sleep(0.01)
-    raise TimeoutError(f"operation {op_id} did not finish in {timeout}s")
+    """Poll an operation until SUCCESS/FAIL and return it; fail the test after `timeout` s."""
+    def finished() -> dict[str, Any] | None:
+        op = operation(session, url, op_id)
+        return op if op["status"] in ("SUCCESS", "FAIL") else None
+
+    return wait_for(finished, f"operation {op_id} to finish", timeout)
 
 
 @pytest.fixture

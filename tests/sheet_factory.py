@@ -53,3 +53,14 @@ def canonical_frame(rows: list[dict[str, object]], source_file: str = "sheet.csv
     for c in TEXT_COLUMNS:
         data[c] = pd.Series([(None if r.get(c) in (None, "") else str(r.get(c)).strip()) for r in rows], dtype=object)
     return pd.DataFrame(data)
+
+
+def keyed_rows(rows: list[dict[str, object]], batch_id: str = "b", *, all_valid: bool = False) -> pd.DataFrame:
+    """What the offline stages make of these rows: validated (default rules) and keyed for `batch_id`.
+    `all_valid` asserts that validation found no problem (the rows are meant to be payable)."""
+    from pipeline.keys import assign_row_keys
+    from pipeline.validate import ValidationRules, validate_rows
+
+    checked, errors = validate_rows(canonical_frame(rows), ValidationRules())
+    assert not all_valid or errors.empty, errors.to_dict("records")
+    return assign_row_keys(checked, batch_id)

@@ -425,3 +425,38 @@ def lock_taken_while_alive(ledger: Path, proc: subprocess.Popen[bytes], poll_s: 
 
 def has_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" in text
+
+
+def lanes() -> int:
+    """Trials run in this many parallel lanes, each with its own sandbox (`PAYOUT_CHAOS_LANES`, default 2): most
+    of a trial is a `payout` process starting up or waiting, so two lanes keep a 2-core machine busy."""
+    return max(1, int(os.environ.get("PAYOUT_CHAOS_LANES", "2")))
+
+
+def run_in_lanes(n_trials: int, per_group: int, group_work: Any) -> list[Any]:
+    """Split trials 0..n-1 into groups of `per_group` (each group gets its own server), run
+    `group_work(group_no, trials: range)` for the groups on `lanes()` threads, and return the results in group
+    order. The first failure is raised once the groups already running have ended; later groups do not start."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    groups = [range(g, min(n_trials, g + per_group)) for g in range(0, n_trials, per_group)]
+    with ThreadPoolExecutor(lanes(), thread_name_prefix="lane") as pool:
+        futures = [pool.submit(group_work, i, g) for i, g in enumerate(groups)]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def merge_tallies(tallies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-group tallies: Counters add up, lists concatenate."""
+    out: dict[str, Any] = {}
+    for tally in tallies:
+        for key, value in tally.items():
+            if isinstance(value, list):
+                out.setdefault(key, []).extend(value)
+            else:
+                out.setdefault(key, Counter()).update(value)
+    return out

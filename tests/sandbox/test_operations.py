@@ -1,10 +1,10 @@
 """Async operations over real HTTP: lifecycle, details, the per-item log, and the FAIL rule."""
 from __future__ import annotations
 
-import time
 import uuid
 
-from sandbox_fixtures import api_session, bonus, set_faults, wait_operation
+from sandbox_fixtures import api_session, bonus, operation, set_faults, wait_operation
+from waiting import wait_for
 
 BONUSES = "/api/v1/user-bonuses"
 ASYNC = {"async_mode": "true", "skip_invalid_items": "true"}
@@ -29,9 +29,16 @@ def test_slow_operation_is_visibly_running(sandbox):
     session = api_session()
     set_faults(sandbox.url, "slow_op_ms=300")
     op = session.post(sandbox.url + BONUSES, params=ASYNC, json=[bonus(1)]).json()
-    time.sleep(0.1)
-    assert session.get(f"{sandbox.url}/api/v1/operations/{op['id']}").json()["status"] == "RUNNING"
-    assert wait_operation(session, sandbox.url, op["id"])["status"] == "SUCCESS"
+    seen = [op["status"]]
+
+    def finished() -> bool:
+        seen.append(operation(session, sandbox.url, op["id"])["status"])
+        return seen[-1] in ("SUCCESS", "FAIL")
+
+    wait_for(finished, "the slow operation to finish", timeout=30)
+    lifecycle = ["PENDING", "RUNNING", "SUCCESS"]
+    assert "RUNNING" in seen and seen[-1] == "SUCCESS"
+    assert seen == sorted(seen, key=lifecycle.index), seen  # never back to an earlier state
 
 
 def test_log_echoes_input_with_unknown_keys_and_names_bonus_ids(sandbox):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import signal
 import sqlite3
-import time
 import uuid
 from datetime import datetime, timezone
 
 import pytest
 import requests
 
-from sandbox_fixtures import SandboxProcess, api_session, bonus, set_faults, stats, wait_operation
+from sandbox_fixtures import SandboxProcess, api_session, bonus, operation, set_faults, stats, wait_operation
+from waiting import wait_for
 
 BONUSES = "/api/v1/user-bonuses"
 
@@ -37,10 +37,7 @@ def test_operation_killed_in_flight_finishes_exactly_once_after_restart(tmp_path
         items = [bonus(i) for i in range(50)]
         submitted = session.post(process.url + BONUSES, params={"async_mode": "true", "operation_id": op_id}, json=items)
         assert submitted.status_code == 201
-        deadline = time.monotonic() + 10
-        while session.get(f"{process.url}/api/v1/operations/{op_id}").json()["status"] != "RUNNING":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: operation(session, process.url, op_id)["status"] == "RUNNING", "the operation to run", 10)
         process.kill(signal.SIGKILL)
         process.start()
         set_faults(process.url, "")  # the resumed operation already waits out its own slow_op_ms
