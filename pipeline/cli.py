@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
 import secrets
 import sys
@@ -18,6 +19,7 @@ from pipeline import logs, report
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
 from pipeline.errors import PayoutError, UsageError
 from pipeline.run import RunResult, retry_failed, run_payout
+from pipeline.signals import latch, latched, stop_on_signals
 from pipeline.target import Target
 
 EXIT_CODES = """exit codes:
@@ -199,11 +201,33 @@ def _target(url: str, token: str, label: str | None, settings: Settings) -> Targ
     return Target(url, token, label=label, identity=settings.target_id)
 
 
+def entry() -> None:
+    """The `payout` console script and `python -m pipeline`: `main` in a process no signal kills half-way.
+
+    It ends with os._exit once its output is flushed: the interpreter's own shutdown would first restore the
+    default handlers, and a signal repeated in that last moment would kill it with no exit code of ours.
+    """
+    latch()
+    code = main()
+    late = latched()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + late if late and code < 128 else code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logs.configure_logging(json=True if args.log_json else None, level=args.log_level)
     structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
+    if args.command == "sandbox":
+        return _command_code(args, parser)
+    with stop_on_signals() as stop:  # one for the whole command: no signal kills it half-way
+        code = _command_code(args, parser)
+    return 128 + stop.signum if stop.signum and code < 128 else code
+
+
+def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         if args.command == "sandbox":
             from pipeline.sandbox.cli import run as run_sandbox
@@ -290,4 +314,4 @@ def _finish(result: RunResult) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -43,18 +43,41 @@ class StopSignal:
             listener(*pending)  # type: ignore[arg-type]
 
 
+_active: StopSignal | None = None
+_late: list[int] = []  # signals received by a process-wide latch (see `latch`) outside any run
+
+
+def latch() -> None:
+    """For a process that is `payout` (the console script): from now on SIGTERM/SIGINT never kill it outright;
+    outside a run a signal is only remembered (`latched()`), so the process still ends with its own exit code
+    after writing its last lines, however often the signal is repeated."""
+    for s in HANDLED:
+        signal.signal(s, lambda signum, _frame: _late.append(signum))
+
+
+def latched() -> int | None:
+    return _late[0] if _late else None
+
+
 @contextmanager
 def stop_on_signals() -> Iterator[StopSignal]:
-    """Route SIGTERM/SIGINT to a StopSignal while inside (main thread only; elsewhere nothing is installed)."""
-    stop = StopSignal()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
+    """Route SIGTERM/SIGINT to a StopSignal while inside (main thread only; elsewhere nothing is installed).
+
+    Nested, it yields the outer StopSignal: the CLI holds one for the whole command, so a signal before the
+    run starts sending still stops it, and one after the report is written cannot kill the process half-way
+    through its last lines (the CLI then exits 128 + signum).
+    """
+    global _active
+    if _active is not None or threading.current_thread() is not threading.main_thread():
+        yield _active or StopSignal()
         return
+    stop = _active = StopSignal()
     previous = {s: signal.getsignal(s) for s in HANDLED}
     for s in HANDLED:
         signal.signal(s, lambda signum, _frame: stop.receive(signum))
     try:
         yield stop
     finally:
+        _active = None
         for s, handler in previous.items():
             signal.signal(s, handler)

@@ -52,7 +52,7 @@ from chaos_helpers import (
 )
 from sandbox_fixtures import SandboxProcess, set_faults, stats
 
-from pipeline.run import NEVER_PLANNED
+from pipeline.report import NEVER_PLANNED
 
 N_VALID, N_INVALID, N_DUPLICATES = 120, 5, 5
 CHUNK_SIZE, CONCURRENCY = 20, 2  # 6 operations, at most 4 with intent ahead of their POST
