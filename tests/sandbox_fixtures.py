@@ -5,14 +5,15 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import requests
+from waiting import wait_for
 
 from pipeline.sandbox import SandboxServer
-from waiting import wait_for
 
 TOKEN = "sandbox-test-token"
 REPO = Path(__file__).resolve().parents[1]

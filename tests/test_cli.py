@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 import types
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -151,7 +151,7 @@ def test_api_url_uses_a_ledger_of_its_own_and_batch_ids_from_a_template(sandbox,
     port = sandbox.url.rsplit(":", 1)[1]
     assert (data / "ledgers" / f"api-127.0.0.1-{port}.sqlite").exists()
     assert not (data / "ledgers" / "local.sqlite").exists() and not (data / "sandbox.sqlite").exists()
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert summaries(data / "reports")[0]["batch_id"] == f"wk-{today}-local"
 
 
@@ -215,11 +215,11 @@ def fake_recover(monkeypatch):
 def test_recover_passes_the_window_as_utc_datetimes(fake_recover, tmp_path) -> None:
     assert main(["recover", "--since", "2026-01-02", "--until", "2026-01-05", "--data-dir", str(tmp_path)]) == 0
     [call] = fake_recover
-    assert call["since"] == datetime(2026, 1, 2, tzinfo=timezone.utc)
-    assert call["until"] == datetime(2026, 1, 6, tzinfo=timezone.utc)  # a plain --until date includes that day
+    assert call["since"] == datetime(2026, 1, 2, tzinfo=UTC)
+    assert call["until"] == datetime(2026, 1, 6, tzinfo=UTC)  # a plain --until date includes that day
     assert call["settings"].data_dir == tmp_path and call["target"].label.startswith("embedded sandbox")
     assert main(["recover", "--since", "2026-01-02T10:30:00+02:00"]) == 0
-    assert fake_recover[-1]["since"] == datetime(2026, 1, 2, 8, 30, tzinfo=timezone.utc)
+    assert fake_recover[-1]["since"] == datetime(2026, 1, 2, 8, 30, tzinfo=UTC)
     assert fake_recover[-1]["until"] is None
 
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -305,7 +305,7 @@ def test_batch_id_template_fills_sheet_date_and_env(tmp_path: Path):
     cfg = tmp_path / "c.toml"
     cfg.write_text('batch_id_template = "{env}/{sheet}/{date}"\n')
     s = load_settings("production", cfg)
-    today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    today = datetime.now(UTC).strftime("%Y-%m-%d")
     assert resolve_batch_id(None, s, ["z.csv", "a.csv"], embedded=False) == f"production/a+z/{today}"
     assert resolve_batch_id("explicit", s, ["z.csv"], embedded=False) == "explicit"
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from sheet_factory import canonical_frame, keyed_rows, row
 
 from pipeline.dedupe import conflict_key, find_duplicates, split_already_paid
 from pipeline.keys import assign_row_keys
 from pipeline.validate import ValidationRules, validate_rows
-from sheet_factory import canonical_frame, keyed_rows, row
 
 
 def test_conflict_key_is_toloka_409_identity():

@@ -12,19 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from payout_helpers import paid_multiset, server_bonuses
+from payout_helpers import last_rows, paid_on_server, server_bonuses
 from sandbox_fixtures import TOKEN, set_faults
 from sheet_factory import row, uid, write_csv
-
-from pipeline.report import read_rows
-
-
-def latest(reports: Path) -> pd.DataFrame:
-    return read_rows(sorted(p for p in reports.iterdir() if (p / "summary.json").exists())[-1])
-
-
-def paid(url: str) -> Counter[tuple[str, str]]:
-    return paid_multiset(server_bonuses(url))
 
 
 def run(payout, url: str, *sheets: Path, batch: str = "week-48", **kw: str) -> int:
@@ -39,16 +29,16 @@ def test_deleting_or_fixing_an_invalid_copy_does_not_pay_the_valid_row_again(san
     broken_copy = row(1, without_message="flase")
     sheet = write_csv(tmp_path / "p.csv", [broken_copy, row(1), row(2)])
     assert run(payout, sandbox.url, sheet) == 1  # the broken copy is invalid
-    assert paid(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
 
     write_csv(sheet, [row(1), row(2)])  # finance deletes the broken copy, as the README says
     assert run(payout, sandbox.url, sheet) == 0
-    assert set(latest(tmp_path / "reports")["status"]) == {"already_paid"}
+    assert set(last_rows(tmp_path / "reports")["status"]) == {"already_paid"}
 
     write_csv(sheet, [row(1), row(1), row(2)])  # ... or fixes it: now an exact copy of a paid row
     assert run(payout, sandbox.url, sheet) == 1
-    assert latest(tmp_path / "reports")["status"].tolist() == ["already_paid", "duplicate", "already_paid"]
-    assert paid(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
+    assert last_rows(tmp_path / "reports")["status"].tolist() == ["already_paid", "duplicate", "already_paid"]
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
 
 
 def test_reordered_rows_are_not_paid_again(sandbox, payout, tmp_path) -> None:
@@ -59,8 +49,8 @@ def test_reordered_rows_are_not_paid_again(sandbox, payout, tmp_path) -> None:
     assert run(payout, sandbox.url, sheet) == 1
     write_csv(sheet, rows[::-1])
     assert run(payout, sandbox.url, sheet) == 1  # still the invalid rows
-    assert Counter(latest(tmp_path / "reports")["status"]) == {"already_paid": 7, "invalid": 2}
-    assert sum(paid(sandbox.url).values()) == 7
+    assert Counter(last_rows(tmp_path / "reports")["status"]) == {"already_paid": 7, "invalid": 2}
+    assert sum(paid_on_server(sandbox.url).values()) == 7
 
 
 def test_a_corrected_failed_row_is_superseded_never_resent_by_retry(sandbox, payout, tmp_path) -> None:
@@ -75,7 +65,7 @@ def test_a_corrected_failed_row_is_superseded_never_resent_by_retry(sandbox, pay
     write_csv(sheet, rows)
     assert run(payout, sandbox.url, sheet) == 0
     assert payout("retry", "--api-url", sandbox.url) == 0
-    assert paid(sandbox.url) == {(uid(1), "1.00"): 1, (uid(2), "0.50"): 1, (uid(3), "1.00"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.00"): 1, (uid(2), "0.50"): 1, (uid(3), "1.00"): 1}
     summary = (sorted((tmp_path / "reports").glob("*/summary.json"))[-2]).read_text()
     assert '"superseded": 1' in summary
 
@@ -88,7 +78,7 @@ def test_a_deleted_failed_row_is_not_resent_by_retry(sandbox, payout, tmp_path) 
     write_csv(sheet, [row(1)])  # row 2 was not owed after all
     assert run(payout, sandbox.url, sheet) == 0
     assert payout("retry", "--api-url", sandbox.url) == 0
-    assert paid(sandbox.url) == {(uid(1), "1.50"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.50"): 1}
 
 
 def test_a_renamed_file_or_another_sheet_order_pays_nothing_again(sandbox, payout, tmp_path) -> None:
@@ -101,8 +91,8 @@ def test_a_renamed_file_or_another_sheet_order_pays_nothing_again(sandbox, payou
     renamed = tmp_path / "payouts (1).csv"
     shutil.copy(a, renamed)
     assert run(payout, sandbox.url, b, renamed) == 0
-    assert set(latest(tmp_path / "reports")["status"]) == {"already_paid"}
-    assert sum(paid(sandbox.url).values()) == 3
+    assert set(last_rows(tmp_path / "reports")["status"]) == {"already_paid"}
+    assert sum(paid_on_server(sandbox.url).values()) == 3
 
 
 @pytest.mark.parametrize("direction", ["added", "dropped"])
@@ -114,8 +104,8 @@ def test_adding_or_dropping_a_bonus_key_column_pays_nothing_again(sandbox, payou
     assert run(payout, sandbox.url, sheet) == 0
     write_csv(sheet, second)
     assert run(payout, sandbox.url, sheet) == 0
-    assert set(latest(tmp_path / "reports")["status"]) == {"already_paid"}
-    assert sum(paid(sandbox.url).values()) == 2
+    assert set(last_rows(tmp_path / "reports")["status"]) == {"already_paid"}
+    assert sum(paid_on_server(sandbox.url).values()) == 2
 
 
 # -- a worker never paid, or a wrong "paid" -------------------------------------------------------
@@ -126,12 +116,12 @@ def test_a_reused_bonus_key_with_other_content_is_a_row_error_naming_the_payment
     assert run(payout, sandbox.url, sheet) == 0
     write_csv(sheet, [row(2, amount="7.00", bonus_key="1")])  # next week's sheet reuses key 1
     assert run(payout, sandbox.url, sheet) == 1
-    [r] = latest(tmp_path / "reports").to_dict("records")
+    [r] = last_rows(tmp_path / "reports").to_dict("records")
     assert r["status"] == "invalid" and pd.isna(r["bonus_id"])
     [err] = r["errors"]
     assert err["code"] == "bonus_key_reused" and uid(1) in err["message"] and "$8.00" not in err["message"]
     assert "8.00" in err["message"]
-    assert paid(sandbox.url) == {(uid(1), "8.00"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "8.00"): 1}
 
 
 def test_a_reused_bonus_key_on_a_fresh_ledger_is_never_reported_paid(sandbox, payout, tmp_path) -> None:
@@ -141,9 +131,9 @@ def test_a_reused_bonus_key_on_a_fresh_ledger_is_never_reported_paid(sandbox, pa
     (tmp_path / "ledger.sqlite").unlink()
     write_csv(sheet, [row(2, amount="7.00", bonus_key="1")])
     assert run(payout, sandbox.url, sheet) == 1
-    [r] = latest(tmp_path / "reports").to_dict("records")
+    [r] = last_rows(tmp_path / "reports").to_dict("records")
     assert r["status"] == "invalid" and r["errors"][0]["code"] == "bonus_key_reused"
-    assert paid(sandbox.url) == {(uid(1), "8.00"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "8.00"): 1}
 
 
 def test_a_look_alike_of_a_recent_payment_under_another_batch_is_held(sandbox, payout, tmp_path) -> None:
@@ -151,12 +141,12 @@ def test_a_look_alike_of_a_recent_payment_under_another_batch_is_held(sandbox, p
     assert run(payout, sandbox.url, sheet, batch="w48") == 0
     write_csv(sheet, [row(1), row(3)])  # next batch repeats row 1 by mistake
     assert run(payout, sandbox.url, sheet, batch="w49") == 1
-    report = latest(tmp_path / "reports")
+    report = last_rows(tmp_path / "reports")
     assert report["status"].tolist() == ["held_repeat", "paid"]
     assert "w48" in report["note"][0] and "--allow-repeats" in report["note"][0]
-    assert paid(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "3.00"): 1, (uid(3), "1.50"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "3.00"): 1, (uid(3), "1.50"): 1}
     assert payout("run", str(sheet), "--api-url", sandbox.url, "--batch-id", "w49", "--allow-repeats") == 0
-    assert paid(sandbox.url)[(uid(1), "1.50")] == 2
+    assert paid_on_server(sandbox.url)[(uid(1), "1.50")] == 2
 
 
 def test_a_ledger_belongs_to_one_target(sandbox, payout, tmp_path, capsys) -> None:
@@ -183,11 +173,11 @@ def test_a_lost_ledger_is_rebuilt_from_the_server_before_paying(sandbox, payout,
     write_csv(sheet, [row(99)] + rows[::-1])  # one row added at the top, the rest reordered
     capsys.readouterr()
     assert run(payout, sandbox.url, sheet, chunk_size="7", concurrency="2") == 0
-    report = latest(tmp_path / "reports")
+    report = last_rows(tmp_path / "reports")
     assert report["status"].tolist() == ["paid"] + ["already_paid"] * 12
     assert "3 operation(s) it did not know, 12 row(s) paid" in capsys.readouterr().out
     expected = {(uid(i), f"{i}.10"): 1 for i in range(1, 13)} | {(uid(99), "1.50"): 1}
-    assert paid(sandbox.url) == expected
+    assert paid_on_server(sandbox.url) == expected
 
 
 def test_payout_recover_rebuilds_the_ledger_on_demand(sandbox, payout, tmp_path, capsys) -> None:
@@ -198,7 +188,7 @@ def test_payout_recover_rebuilds_the_ledger_on_demand(sandbox, payout, tmp_path,
     assert payout("recover", "--api-url", sandbox.url, "--since", "2000-01-01") == 0
     assert "2 row(s) paid" in capsys.readouterr().out
     assert run(payout, sandbox.url, sheet) == 0
-    assert set(latest(tmp_path / "reports")["status"]) == {"already_paid"}
+    assert set(last_rows(tmp_path / "reports")["status"]) == {"already_paid"}
 
 
 # -- unbounded or unclear -------------------------------------------------------------------------
@@ -208,11 +198,11 @@ def test_an_operation_stuck_running_is_waited_for_at_most_max_wait(sandbox, payo
     sheet = write_csv(tmp_path / "p.csv", [row(1), row(2)])
     set_faults(sandbox.url, "slow_op_ms=4000")
     assert run(payout, sandbox.url, sheet, max_wait="1") == 3
-    assert set(latest(tmp_path / "reports")["status"]) == {"pending"}
+    assert set(last_rows(tmp_path / "reports")["status"]) == {"pending"}
     set_faults(sandbox.url, "")
     # the operation is still RUNNING on the server; the next run resumes it (never a second POST)
     assert run(payout, sandbox.url, sheet, max_wait="120") == 0
-    assert paid(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
+    assert paid_on_server(sandbox.url) == {(uid(1), "1.50"): 1, (uid(2), "1.50"): 1}
 
 
 def test_an_unwritable_report_folder_is_refused_before_anything_is_sent(sandbox, payout, tmp_path, capsys) -> None:
@@ -228,4 +218,4 @@ def test_an_unwritable_report_folder_is_refused_before_anything_is_sent(sandbox,
     assert code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and str(blocker) in err
-    assert sum(paid(sandbox.url).values()) == 1
+    assert sum(paid_on_server(sandbox.url).values()) == 1

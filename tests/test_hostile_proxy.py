@@ -213,7 +213,7 @@ def test_every_mode_ends_in_an_api_error_or_a_value_never_a_crash(hostile: Hosti
         for mode in sorted({"success_without_id", "fail_empty_log", "post_html_404", "list_instead_of_operation",
                             "stuck_running", "exists_then_missing", "log_mismatch", "html_404_get", "not_json"}):
             hostile.set(mode)
-            for name, call in calls.items():
+            for call in calls.values():
                 try:
                     call()
                 except ApiError:
@@ -221,7 +221,7 @@ def test_every_mode_ends_in_an_api_error_or_a_value_never_a_crash(hostile: Hosti
     hostile.set("drip_body")
     with client_for(hostile, retry=NO_RETRY, deadline_s=0.5) as client:
         started = time.monotonic()
-        for name, call in calls.items():
+        for call in calls.values():
             with pytest.raises(ApiTransientError, match="deadline"):
                 call()
         assert time.monotonic() - started < len(calls) * 0.5 + SLACK_S

@@ -16,10 +16,11 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -198,7 +199,7 @@ def test_a_broken_answer_ends_cleanly_and_an_honest_rerun_pays_every_row_exactly
                "--chunk-size", str(CHUNK)]
     sandbox_url = hostile.sandbox.url
     if case.bound:  # the ledger reads the (still empty) target first, honestly: the lie meets the sending path
-        since = (datetime.now(timezone.utc) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
+        since = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
         code, output, _, _ = run("recover", *target, "--since", since)
         assert code == 0, output
     if case.faults:

@@ -7,11 +7,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sheet_factory import row, uid, write_csv
 from structlog.testing import capture_logs
 
 from pipeline.errors import SheetError
 from pipeline.ingest import FRAME_COLUMNS, normalise_header, read_sheets
-from sheet_factory import row, uid, write_csv
 
 
 def test_csv_becomes_the_canonical_frame_with_sheet_line_numbers(tmp_path):

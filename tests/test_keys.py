@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import hashlib
 
+from sheet_factory import canonical_frame, row
+
 from pipeline.keys import assign_row_keys
 from pipeline.validate import ValidationRules, validate_rows
-from sheet_factory import canonical_frame, row
 
 
 def keyed(rows, batch="batch-1"):
@@ -50,7 +51,7 @@ def test_repeat_keys_follow_occurrence_order():
 def test_bonus_key_is_the_identity_when_given():
     a = keyed([row(1, bonus_key="PAY-1")])["row_key"][0]
     b = keyed([row(1, bonus_key="PAY-1", amount="2", private_comment="changed")])["row_key"][0]
-    assert a == b == hashlib.sha256("batch-1\x1fkey\x1fPAY-1".encode()).hexdigest()[:32]
+    assert a == b == hashlib.sha256(b"batch-1\x1fkey\x1fPAY-1").hexdigest()[:32]
     assert keyed([row(1, bonus_key="PAY-2")])["row_key"][0] != a
 
 

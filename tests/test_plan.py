@@ -3,10 +3,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from sheet_factory import keyed_rows, row
 
 from pipeline.dedupe import conflict_key
 from pipeline.plan import operation_id_for, plan_chunks
-from sheet_factory import keyed_rows, row
 
 
 def test_chunks_are_contiguous_in_sheet_order():

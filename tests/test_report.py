@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from decimal import Decimal
 from pathlib import Path

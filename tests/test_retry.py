@@ -37,8 +37,9 @@ def test_retry_pays_rows_whose_operation_failed_without_the_sheet(sandbox, payou
 
 
 def test_retry_leaves_validation_refusals_alone(tmp_path, payout) -> None:
-    from pipeline.sandbox import SandboxServer
     from sandbox_fixtures import TOKEN
+
+    from pipeline.sandbox import SandboxServer
 
     with SandboxServer(tmp_path / "s.sqlite", token=TOKEN, unknown_users={uid(3)}) as server:
         sheet = write_csv(tmp_path / "p.csv", [row(i) for i in range(5)])

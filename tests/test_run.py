@@ -7,7 +7,6 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
-import pytest
 from payout_helpers import paid_multiset, server_bonuses
 from sheet_factory import row, uid, write_csv
 
@@ -84,8 +83,9 @@ def test_dry_run_plans_and_sends_nothing(sandbox, payout, tmp_path) -> None:
 
 
 def test_rows_the_server_rejects_are_failed_with_its_error(tmp_path, payout) -> None:
-    from pipeline.sandbox import SandboxServer
     from sandbox_fixtures import TOKEN
+
+    from pipeline.sandbox import SandboxServer
 
     ghost = uid(7)
     with SandboxServer(tmp_path / "s.sqlite", token=TOKEN, unknown_users={ghost}) as server:
@@ -119,8 +119,9 @@ def test_the_same_sheet_twice_is_a_usage_error(payout, tmp_path) -> None:
 def test_unreachable_api_is_exit_3_and_rows_stay_pending_for_the_next_run(payout, tmp_path) -> None:
     import socket
 
-    from pipeline.sandbox import SandboxServer
     from sandbox_fixtures import TOKEN
+
+    from pipeline.sandbox import SandboxServer
 
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -14,22 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from payout_helpers import paid_multiset, server_bonuses
-from sandbox_fixtures import REPO, TOKEN, SandboxProcess, set_faults, stats
+from payout_helpers import paid_on_server, post_count
+from sandbox_fixtures import REPO, TOKEN, SandboxProcess, set_faults
 from sheet_factory import row, uid, write_csv
-
-
-def posts(url: str) -> int:
-    return int(stats(url)["requests"].get("POST /api/v1/user-bonuses", 0))
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+from waiting import wait_for
 
 
 def lock_is_free(ledger: Path) -> bool:
@@ -56,16 +44,16 @@ def test_second_sigint_stops_polling_and_the_lock_outlives_every_sender(tmp_path
         with open(tmp_path / "run.log", "wb") as log:
             proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: posts(server.url) >= 2, "the run to POST")
+            wait_for(lambda: post_count(server.url) >= 2, "the run to POST")
             proc.send_signal(signal.SIGINT)
             proc.send_signal(signal.SIGINT)  # the impatient second Ctrl-C: stop polling at once
             wait_for(lambda: lock_is_free(ledger) or proc.poll() is not None, "the ledger lock to be released")
-            sent = posts(server.url)
+            sent = post_count(server.url)
             assert proc.wait(timeout=60) == 130
         finally:
             if proc.poll() is None:
                 proc.kill()
-        assert posts(server.url) == sent  # nothing was sent once the lock was free
+        assert post_count(server.url) == sent  # nothing was sent once the lock was free
         text = (tmp_path / "run.log").read_text()
         assert "Traceback" not in text
         [summary] = list(out.glob("*/summary.json"))  # the partial report
@@ -78,4 +66,4 @@ def test_second_sigint_stops_polling_and_the_lock_outlives_every_sender(tmp_path
             if code == 0:
                 break
         assert code == 0
-        assert paid_multiset(server_bonuses(server.url)) == {(uid(i), f"{i % 50 + 1}.00"): 1 for i in range(60)}
+        assert paid_on_server(server.url) == {(uid(i), f"{i % 50 + 1}.00"): 1 for i in range(60)}

@@ -4,7 +4,7 @@ translation (what is definitive and what is not), answer shapes, retries, rate l
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -122,7 +122,7 @@ def test_a_short_429_is_rate_limited_with_its_wait_and_gets_wait_it_out(sandbox)
 
 def test_iter_operations_pages_by_id_with_filters(sandbox) -> None:
     with client_for(sandbox.url) as client:
-        before = datetime.now(timezone.utc) - timedelta(minutes=1)
+        before = datetime.now(UTC) - timedelta(minutes=1)
         op_ids = [str(uuid.uuid4()) for _ in range(5)]
         for i, op_id in enumerate(op_ids):
             client.create_bonuses_async(orjson.dumps([bonus(i + 1)]), op_id)
@@ -134,7 +134,7 @@ def test_iter_operations_pages_by_id_with_filters(sandbox) -> None:
         assert [op["id"] for op in ops] == sorted(op_ids)
         assert client.requests_made["operations"] == 3  # 2 + 2 + 1
         assert list(client.iter_operations(status="FAIL")) == []
-        assert list(client.iter_operations(submitted_gte=datetime.now(timezone.utc) + timedelta(hours=1))) == []
+        assert list(client.iter_operations(submitted_gte=datetime.now(UTC) + timedelta(hours=1))) == []
 
 
 # -- what is definitive and what is not: answers made up by the hostile proxy --------------------------

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sheet_factory import canonical_frame, row
 
 from pipeline.validate import ERROR_COLUMNS, ErrorCode, ValidationRules, validate_rows
-from sheet_factory import canonical_frame, row
 
 RULES = ValidationRules()
 

@@ -9,7 +9,6 @@ import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,10 +19,10 @@ from typing import Any
 
 import pandas as pd
 import requests
-
-from payout_helpers import paid_multiset
-from sandbox_fixtures import TOKEN, stats
+from payout_helpers import fault_counts, last_report, ledger_statuses, paid_multiset, post_count, request_count  # noqa: F401 (re-exported)
+from sandbox_fixtures import TOKEN
 from sheet_factory import row, write_csv
+from waiting import wait_for  # noqa: F401 (re-exported)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_TRIALS = 20
@@ -174,12 +173,6 @@ def kill9(proc: subprocess.Popen[bytes]) -> bool:
     return True
 
 
-def wait_for(predicate: Any, timeout: float = 120.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.01)
 
 
 # -- reading the truth --------------------------------------------------------------------------
@@ -232,31 +225,6 @@ def last_bonus_id(url: str, token: str = TOKEN) -> int:
     raise AssertionError(f"could not read the last bonus id from {url}")
 
 
-def ledger_statuses(path: Path) -> dict[str, int]:
-    """Rows per ledger status, plus `submitted`: planned rows whose operation the server already holds.
-
-    Rows a fresh ledger recovered from other batches on the same server (batch '') are not counted."""
-    if not path.exists():
-        return {}
-    with sqlite3.connect(path, timeout=30) as db:
-        try:
-            counts = dict(db.execute("SELECT status, count(*) FROM rows WHERE batch_id != '' GROUP BY status"
-                                     ).fetchall())
-            [(submitted,)] = db.execute(
-                "SELECT count(*) FROM rows r JOIN operations o ON r.operation_id = o.operation_id"
-                " WHERE r.status = 'planned' AND o.state = 'submitted'").fetchall()
-        except sqlite3.OperationalError:  # killed before the schema existed
-            return {}
-    return {**counts, "submitted": submitted} if submitted else counts
-
-
-def last_report(out: Path) -> Path:
-    """The report folder of the last finished run (run ids sort by time; a killed run may leave none)."""
-    done = sorted(p.parent for p in out.glob("*/summary.json"))
-    assert done, f"no finished run under {out}"
-    return done[-1]
-
-
 @dataclass
 class Verdict:
     double_payments: int
@@ -301,10 +269,6 @@ def check_exactly_once(sheet: Sheet, bonuses: list[dict[str, Any]], ledger: Path
 # -- figures ------------------------------------------------------------------------------------
 
 
-def fault_counts(url: str) -> dict[str, int]:
-    return dict(stats(url).get("faults", {}))
-
-
 def add_counts(total: Counter[str], more: dict[str, int]) -> None:
     for k, v in more.items():
         total[k] += int(v)
@@ -331,18 +295,6 @@ def write_signal_config(path: Path, signal_grace_s: float) -> Path:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(f"signal_grace_s = {signal_grace_s}\n")
     return path
-
-
-def post_count(url: str) -> int:
-    """POST /user-bonuses requests the sandbox has seen since it started (faulted ones included)."""
-    return int(stats(url)["requests"].get("POST /api/v1/user-bonuses", 0))
-
-
-def request_count(url: str, endpoint: str | None = None) -> int:
-    """API requests the sandbox has seen since it started: all of them, or one endpoint's (e.g.
-    "GET /api/v1/operations", the listing a fresh ledger's recovery reads first)."""
-    requests_seen = stats(url)["requests"]
-    return int(sum(requests_seen.values()) if endpoint is None else requests_seen.get(endpoint, 0))
 
 
 def delete_ledger(path: Path) -> list[str]:

@@ -11,13 +11,11 @@
 from __future__ import annotations
 
 import json
-
 import signal
 import time
 from pathlib import Path
 
 import pandas as pd
-
 from chaos_helpers import (
     Payout,
     bonuses_since,
@@ -25,6 +23,7 @@ from chaos_helpers import (
     last_bonus_id,
     last_report,
     make_sheet,
+    post_count,
     record,
     wait_for,
     write_config,
@@ -32,16 +31,12 @@ from chaos_helpers import (
 from sandbox_fixtures import SandboxProcess, stats
 
 
-def posts(url: str) -> int:
-    return int(stats(url)["requests"].get("POST /api/v1/user-bonuses", 0))
-
-
 def settled_posts(url: str, quiet_s: float = 0.5) -> int:
     """The POST count once it has stopped moving for `quiet_s`."""
-    count = posts(url)
+    count = post_count(url)
     while True:
         time.sleep(quiet_s)
-        now = posts(url)
+        now = post_count(url)
         if now == count:
             return count
         count = now
@@ -57,12 +52,12 @@ def test_two_runs_on_one_ledger_one_proceeds_the_other_exits_4(tmp_path: Path) -
         b = Payout(sheet.path, server.url, a.ledger, a.out, config, chunk_size=200)
         before = last_bonus_id(server.url)
         first = a.start(tmp_path / "a.log")
-        wait_for(lambda: posts(server.url) > 0 or first.poll() is not None, what="the first run to POST")
+        wait_for(lambda: post_count(server.url) > 0 or first.poll() is not None, "the first run to POST")
         first.send_signal(signal.SIGSTOP)
         try:
             posts_before = settled_posts(server.url)  # a POST already on the wire when A froze still lands
             second_code = b.run(tmp_path / "b.log")
-            assert posts(server.url) == posts_before  # the locked-out run sent nothing
+            assert post_count(server.url) == posts_before  # the locked-out run sent nothing
         finally:
             first.send_signal(signal.SIGCONT)
         assert second_code == 4

@@ -15,20 +15,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from chaos_helpers import (
     Payout,
-    bonuses_since,
     base_seed,
+    bonuses_since,
     check_exactly_once,
     fault_counts,
     kill9,
     last_bonus_id,
     ledger_statuses,
     make_sheet,
+    post_count,
     record,
-    trials,
     timeout_for,
+    trials,
     write_config,
 )
 from sandbox_fixtures import SandboxProcess, stats
@@ -36,10 +36,6 @@ from sandbox_fixtures import SandboxProcess, stats
 N_VALID, N_INVALID, N_DUPLICATES = 1500, 25, 25
 CHUNK_SIZE, CONCURRENCY = 200, 2  # 8 operations, 4 waves: a long enough window to land kills in
 SANDBOX_FAULTS = "latency_ms=10,slow_op_ms=250"
-
-
-def posts(url: str) -> int:
-    return int(stats(url)["requests"].get("POST /api/v1/user-bonuses", 0))
 
 
 def stage_of_kill(ledger: Path, server_paid: int) -> str:
@@ -80,13 +76,13 @@ def test_kill_9_at_random_points_then_rerun_pays_each_valid_row_exactly_once(tmp
             for round_no in range(2):  # the first run is always killed; the first re-run with p=0.3
                 if round_no == 1 and rng.random() >= 0.3:
                     break
-                posts_before = posts(server.url)
+                posts_before = post_count(server.url)
                 proc = payout.start(log)
                 if rng.random() < 0.5:
                     time.sleep(rng.uniform(0.2, 2.6))
                 else:  # right after the k-th POST reached the server, plus a little
                     k, extra = rng.randint(1, 8), rng.uniform(0.0, 0.3)
-                    while proc.poll() is None and posts(server.url) - posts_before < k:
+                    while proc.poll() is None and post_count(server.url) - posts_before < k:
                         time.sleep(0.005)
                     time.sleep(extra)
                 if kill9(proc):

@@ -19,7 +19,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from chaos_helpers import (
     Payout,
     base_seed,
@@ -165,7 +164,7 @@ def test_recovery_interrupted_then_next_run_still_recovers_before_paying(tmp_pat
         ledger, out, log = tmp_path / "ledger.sqlite", tmp_path / "reports", tmp_path / "payout.log"
         first = Payout(sheet.path, server.url, ledger, out, config, chunk_size=10, concurrency=4)
         proc = first.start(log)
-        wait_for(lambda: post_count(server.url) >= 4 or proc.poll() is not None, 60, "4 POSTs")
+        wait_for(lambda: post_count(server.url) >= 4 or proc.poll() is not None, "4 POSTs", 60)
         assert kill9(proc), "the first run ended before its 4 operations finished"
         delete_ledger(ledger)  # the server holds 4 running operations: every valid row is being paid
 
@@ -173,7 +172,7 @@ def test_recovery_interrupted_then_next_run_still_recovers_before_paying(tmp_pat
             listings = request_count(server.url, "GET /api/v1/operations")
             proc = first.start(log)  # recovery lists the operations, then waits (1 s polls) for the running ones
             wait_for(lambda: request_count(server.url, "GET /api/v1/operations") > listings
-                     or proc.poll() is not None, 60, "the recovery listing")
+                     or proc.poll() is not None, "the recovery listing", 60)
             time.sleep(0.3)
             assert kill9(proc), "the interrupted run ended before the kill"
         else:
@@ -181,7 +180,7 @@ def test_recovery_interrupted_then_next_run_still_recovers_before_paying(tmp_pat
             code = first.run(log, timeout=120)
             assert code == 3, f"a refused recovery should stop the run with exit 3, got {code}"
             set_faults(server.url, "")
-        wait_for(lambda: stats(server.url)["operations"].get("SUCCESS", 0) >= 4, 30, "the 4 operations")
+        wait_for(lambda: stats(server.url)["operations"].get("SUCCESS", 0) >= 4, "the 4 operations", 30)
         assert len(bonuses_since(server.url, 0)) == sum(sheet.expected.values())
 
         rerun = Payout(sheet.path, server.url, ledger, out, config, chunk_size=20, concurrency=2)

@@ -1,6 +1,6 @@
 """Daily quota exhausted (`payout sandbox --daily-quota N`): the run stops cleanly with exit 3, reports the
-rest `pending`, says when to re-run; after a restart with a bigger quota (the day's count survives it; the bigger quota is the new day) the
-next run finishes, and nothing is paid twice."""
+rest `pending`, says when to re-run; after a restart with a bigger quota (the day's count survives it; the
+bigger quota is the new day) the next run finishes, and nothing is paid twice."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
 from chaos_helpers import (
     Payout,
     bonuses_since,

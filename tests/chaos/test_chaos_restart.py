@@ -9,7 +9,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from chaos_helpers import (
     Payout,
     base_seed,
@@ -18,8 +17,8 @@ from chaos_helpers import (
     last_bonus_id,
     make_sheet,
     record,
-    trials,
     timeout_for,
+    trials,
     write_config,
 )
 from sandbox_fixtures import SandboxProcess, stats

@@ -23,7 +23,6 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from chaos_helpers import (
     Payout,
     Sheet,
@@ -229,7 +228,7 @@ def test_sigterm_with_slow_operations_leaves_rows_never_planned_retry_names_them
                         chunk_size=10, concurrency=1)
         log, err = tmp_path / "payout.log", tmp_path / "payout.err"
         proc = start_split(payout, log, err)
-        wait_for(lambda: post_count(server.url) >= 1 or proc.poll() is not None, 60, "the first POST")
+        wait_for(lambda: post_count(server.url) >= 1 or proc.poll() is not None, "the first POST", 60)
         assert proc.poll() is None, f"the run ended before the signal: exit {proc.returncode}"
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -286,7 +285,7 @@ def test_repeated_signal_still_exits_128_plus_signum(tmp_path: Path, signum: sig
                         chunk_size=10, concurrency=2)
         log, err = tmp_path / "payout.log", tmp_path / "payout.err"
         proc = start_split(payout, log, err)
-        wait_for(lambda: post_count(server.url) >= 1 or proc.poll() is not None, 60, "the first POST")
+        wait_for(lambda: post_count(server.url) >= 1 or proc.poll() is not None, "the first POST", 60)
         sent = 0
         deadline = time.monotonic() + GRACE_S + EXIT_BOUND_S
         while proc.poll() is None and time.monotonic() < deadline:

@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 import requests
+from sandbox_fixtures import TOKEN, api_session, bonus, set_faults, stats, wait_operation
 
 from pipeline.sandbox import FaultSpec, SandboxServer
-from sandbox_fixtures import TOKEN, api_session, bonus, set_faults, stats, wait_operation
 
 BONUSES = "/api/v1/user-bonuses"
 

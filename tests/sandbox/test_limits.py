@@ -1,12 +1,12 @@
 """Auth, rate limit and the daily POST quota, over real HTTP."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import requests
+from sandbox_fixtures import TOKEN, api_session, bonus, stats
 
 from pipeline.sandbox import SandboxServer
-from sandbox_fixtures import TOKEN, api_session, bonus, stats
 
 BONUSES = "/api/v1/user-bonuses"
 
@@ -43,7 +43,7 @@ def test_daily_quota_answers_429_day_until_utc_midnight(tmp_path):
     assert [r.status_code for r in answers] == [201, 201, 429]
     body = answers[2].json()
     assert body["code"] == "TOO_MANY_REQUESTS" and body["payload"]["interval"] == "DAY"
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     to_midnight = 86400 - (now.hour * 3600 + now.minute * 60 + now.second)
     assert abs(int(answers[2].headers["Retry-After"]) - to_midnight) <= 5
     assert counters["bonuses_total"] == 2 and counters["statuses"]["429"] == 1

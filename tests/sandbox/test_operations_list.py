@@ -4,16 +4,17 @@ from __future__ import annotations
 import operator
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import orjson
 import pytest
 import requests
+from sandbox_fixtures import TOKEN, api_session, bonus, set_faults, stats, wait_operation
 
 from pipeline.sandbox import SandboxServer
 from pipeline.sandbox.store import Store
-from sandbox_fixtures import TOKEN, api_session, bonus, set_faults, stats, wait_operation
 
 OPS = "/api/v1/operations"
 BONUSES = "/api/v1/user-bonuses"
@@ -85,7 +86,8 @@ def test_sorts_match_the_fields_with_id_breaking_ties(many):
     for sort in ("id", "-id", "submitted", "-submitted", "finished", "-finished", "submitted,-id", "-finished,id"):
         expected = list(by_id)
         for key in reversed(sort.split(",")):  # stable sorts, last key first; ties end ascending by id
-            expected.sort(key=lambda op, name=key.removeprefix("-"): op[name], reverse=key.startswith("-"))
+            name = key.removeprefix("-")
+            expected.sort(key=lambda op, name=name: op[name], reverse=key.startswith("-"))
         page = listing(session, server.url, sort=sort, limit=500)
         assert page["items"] == expected[:500], sort
         assert page["has_more"] is True

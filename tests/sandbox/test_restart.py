@@ -5,11 +5,10 @@ from __future__ import annotations
 import signal
 import sqlite3
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import requests
-
 from sandbox_fixtures import SandboxProcess, api_session, bonus, operation, set_faults, stats, wait_operation
 from waiting import wait_for
 
@@ -51,7 +50,7 @@ def test_operation_killed_in_flight_finishes_exactly_once_after_restart(tmp_path
 
 
 def test_daily_quota_count_survives_a_restart(tmp_path):
-    day = datetime.now(timezone.utc).date().isoformat()
+    day = datetime.now(UTC).date().isoformat()
     with SandboxProcess(tmp_path / "sandbox.sqlite", "--daily-quota", "3") as process:
         session = api_session()
 
@@ -61,7 +60,7 @@ def test_daily_quota_count_survives_a_restart(tmp_path):
         answers = [post(bonus(1)), post({"user_id": "nobody"})]  # a refused POST still counts, as at Toloka
         process.restart()  # SIGKILL: only what is in the db survives
         answers += [post(bonus(2)), post(bonus(3)), post(bonus(4))]
-    if datetime.now(timezone.utc).date().isoformat() != day:
+    if datetime.now(UTC).date().isoformat() != day:
         pytest.skip("crossed UTC midnight: a new day has a new quota")
     assert [answer.status_code for answer in answers] == [201, 400, 201, 429, 429]
     assert answers[-1].json()["payload"] == {"interval": "DAY", "limit": 3}

@@ -9,15 +9,17 @@ import pytest
 
 # A plain import, not importorskip: the test extra pins toloka-kit, and a kit that cannot import (e.g. a
 # setuptools without pkg_resources) must fail CI, not skip the proof that the sandbox speaks Toloka's wire format.
-import toloka.client as toloka  # noqa: E402
+from sandbox_fixtures import TOKEN, api_session, set_faults, stats, user_id, wait_operation  # noqa: E402
 from toloka.client import TolokaClient, UserBonus  # noqa: E402
 from toloka.client.exceptions import (  # noqa: E402
-    ApiError, IncorrectActionsApiError, TooManyRequestsApiError, ValidationApiError, raise_on_api_error,
+    ApiError,
+    IncorrectActionsApiError,
+    TooManyRequestsApiError,
+    ValidationApiError,
+    raise_on_api_error,
 )
 from toloka.client.operations import UserBonusCreateBatchOperation  # noqa: E402
 from toloka.client.user_bonus import UserBonusesCreateRequestParameters  # noqa: E402
-
-from sandbox_fixtures import TOKEN, api_session, set_faults, stats, user_id, wait_operation  # noqa: E402
 
 
 @pytest.fixture
