@@ -37,8 +37,7 @@ def make_frame(rows: int, seed: int = 7) -> pd.DataFrame:
     m_texts = np.array([json.dumps(m, ensure_ascii=False) for m in MESSAGES], dtype=object)
     title = t_texts[rng.integers(0, len(TITLES), rows)]
     message = m_texts[rng.integers(0, len(MESSAGES), rows)]
-    comment = np.array([f"project {p} week {w}" for p, w in zip(rng.integers(1, 400, rows), rng.integers(1, 53, rows))],
-                       dtype=object)
+    comment = np.array([f"project {p} week {w}" for p, w in zip(rng.integers(1, 400, rows), rng.integers(1, 53, rows))], dtype=object)
     assignment = np.array(
         [f"{a:010x}--{b:024x}" for a, b in zip(rng.integers(0, 2**40, rows), rng.integers(0, 2**62, rows))],
         dtype=object,
