@@ -68,28 +68,6 @@ def _refs(files: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> np.ndar
     return np.array([f"{files[p]}:{rows[p]}" for p in positions.tolist()], dtype=object)
 
 
-def split_already_paid(unique: pd.DataFrame, paid: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(to_pay, already_paid) by `row_key`; `already_paid` gains the ledger's `run_id` and `bonus_id`.
-
-    `paid` holds the ledger's paid rows (`row_key`, `run_id`, `bonus_id`); a key listed twice keeps
-    its first entry. Sheet order is kept in both outputs.
-    """
-    if paid is None or len(paid) == 0 or len(unique) == 0:
-        empty = unique.iloc[:0].assign(
-            run_id=pd.Series([], dtype=object), bonus_id=pd.Series([], dtype=object)
-        )
-        return unique.copy(deep=False), empty
-    ledger = paid.drop_duplicates("row_key", keep="first").set_index("row_key")
-    mask = unique["row_key"].isin(ledger.index).to_numpy()
-    already = unique[mask]
-    hits = ledger.loc[already["row_key"].to_numpy()]
-    already = already.assign(
-        run_id=pd.Series(hits["run_id"].to_numpy(dtype=object), index=already.index, dtype=object),
-        bonus_id=pd.Series(hits["bonus_id"].to_numpy(dtype=object), index=already.index, dtype=object),
-    )
-    return unique[~mask], already
-
-
 _LEDGER_COLUMNS = ("attempt", "bonus_id", "paid_run_id", "lookalike", "user_id", "amount_cents", "retryable")
 
 

@@ -388,11 +388,6 @@ class Ledger:
         return [r[0] for r in self._query("SELECT DISTINCT operation_id FROM rows WHERE status='unknown'"
                                           " AND operation_id IS NOT NULL ORDER BY operation_id")]
 
-    def paid_rows(self, batch_id: str | None = None) -> pd.DataFrame:
-        sql = "SELECT row_key, paid_run_id AS run_id, bonus_id FROM rows WHERE status='paid'"
-        rows = self._query(sql + (" AND batch_id=?" if batch_id else ""), (batch_id,) if batch_id else ())
-        return pd.DataFrame(rows, columns=["row_key", "run_id", "bonus_id"])
-
     def rows_frame(self, *, batch_id: str | None = None, statuses: Sequence[str] | None = None,
                    run_id: str | None = None) -> pd.DataFrame:
         cols = ["row_key", "batch_id", "run_id", "source_file", "source_row", "user_id", "amount_cents", "status",

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from sheet_factory import canonical_frame, keyed_rows, row
 
-from pipeline.dedupe import conflict_key, find_duplicates, split_already_paid
-from pipeline.keys import assign_row_keys
+from pipeline.dedupe import conflict_key, find_duplicates, hold_lookalikes, match_ledger
+from pipeline.keys import assign_row_keys, lookalike_keys
 from pipeline.validate import ValidationRules, validate_rows
 
 
@@ -57,17 +57,75 @@ def test_unknown_policy_is_refused():
         find_duplicates(keyed_rows([row(1)], all_valid=True), "keep-last")
 
 
-def test_split_already_paid_names_the_run_and_bonus():
-    frame = keyed_rows([row(1), row(2), row(3)], all_valid=True)
-    keys = frame["row_key"].tolist()
-    paid = pd.DataFrame({"row_key": [keys[1], "unrelated"], "run_id": ["run-7", "run-1"], "bonus_id": ["b-42", "b-1"]})
-    to_pay, already = split_already_paid(frame, paid)
-    assert to_pay["row_key"].tolist() == [keys[0], keys[2]]
-    assert already[["row_key", "run_id", "bonus_id"]].values.tolist() == [[keys[1], "run-7", "b-42"]]
+KNOWN = ["row_key", "status", "attempt", "operation_id", "bonus_id", "paid_run_id", "errors", "retryable", "batch_id",
+         "user_id", "amount_cents", "lookalike", "paid_at"]
 
 
-def test_split_already_paid_with_an_empty_ledger():
-    frame = keyed_rows([row(1)], all_valid=True)
-    empty = pd.DataFrame({"row_key": [], "run_id": [], "bonus_id": []})
-    to_pay, already = split_already_paid(frame, empty)
-    assert len(to_pay) == 1 and already.empty and {"run_id", "bonus_id"} <= set(already.columns)
+def ledger_rows(*rows: dict) -> pd.DataFrame:
+    return pd.DataFrame([{c: r.get(c) for c in KNOWN} for r in rows], columns=KNOWN)
+
+
+def match(frame: pd.DataFrame, *known: dict, by_content: pd.DataFrame | None = None):
+    unique, _ = find_duplicates(frame)
+    empty = pd.DataFrame(columns=["row_key", "content_key", "status", "bonus_id", "paid_run_id", "operation_id"])
+    return match_ledger(unique, ledger_rows(*known), empty if by_content is None else by_content, lookalike_keys)
+
+
+def test_match_ledger_splits_rows_by_what_the_ledger_knows():
+    frame = keyed_rows([row(i) for i in range(7)], all_valid=True)
+    k = frame["row_key"].tolist()
+    m = match(frame,
+              {"row_key": k[1], "status": "paid", "bonus_id": "b-42", "paid_run_id": "run-7", "attempt": 1},
+              {"row_key": k[2], "status": "planned", "attempt": 1},
+              {"row_key": k[3], "status": "unknown", "attempt": 1},
+              {"row_key": k[4], "status": "failed", "attempt": 2, "retryable": 1},
+              {"row_key": k[5], "status": "failed", "attempt": 1, "retryable": 0},
+              {"row_key": k[6], "status": "superseded", "attempt": 3, "retryable": 0},
+              {"row_key": "unrelated", "status": "paid"})
+    assert m.already_paid[["row_key", "run_id", "bonus_id"]].values.tolist() == [[k[1], "run-7", "b-42"]]
+    assert m.in_flight["row_key"].tolist() == [k[2]] and m.unknown["row_key"].tolist() == [k[3]]
+    assert m.refused["row_key"].tolist() == [k[5]]  # a validation refusal is not resent
+    assert dict(zip(m.to_plan["row_key"], m.to_plan["attempt"])) == {k[0]: 1, k[4]: 3, k[6]: 4}
+    assert m.reused.empty
+
+
+def test_match_ledger_with_an_empty_ledger_plans_every_row_as_attempt_1():
+    frame = keyed_rows([row(1), row(2)], all_valid=True)
+    m = match(frame)
+    assert m.to_plan["attempt"].tolist() == [1, 1] and m.already_paid.empty and m.in_flight.empty
+
+
+def test_a_bonus_key_that_paid_other_content_is_reused_not_already_paid():
+    before = keyed_rows([row(1, amount="8.00", bonus_key="1")], all_valid=True)
+    now = keyed_rows([row(2, amount="7.00", bonus_key="1")], all_valid=True)
+    assert before["row_key"][0] == now["row_key"][0]
+    paid = {"row_key": now["row_key"][0], "status": "paid", "bonus_id": "b-1", "paid_run_id": "r-1",
+            "user_id": before["user_id"][0], "amount_cents": 800, "lookalike": lookalike_keys(before)[0]}
+    m = match(now, paid)
+    assert m.already_paid.empty and m.to_plan.empty
+    [message] = m.reused["message"].tolist()
+    assert "bonus_key '1'" in message and before["user_id"][0] in message and "8.00" in message and "b-1" in message
+    same = match(before, paid)  # the same content under the same key: already paid
+    assert same.reused.empty and len(same.already_paid) == 1
+
+
+def test_a_row_that_gained_a_bonus_key_adopts_the_ledger_identity_of_its_payment():
+    plain = keyed_rows([row(1)], all_valid=True)
+    keyed = keyed_rows([row(1, bonus_key="PAY-1")], all_valid=True)
+    by_content = pd.DataFrame({"row_key": [plain["row_key"][0]], "content_key": [plain["content_key"][0]],
+                               "status": ["paid"], "bonus_id": ["b-9"], "paid_run_id": ["r-1"], "operation_id": ["op"]})
+    m = match(keyed, by_content=by_content)
+    assert m.already_paid["row_key"].tolist() == plain["row_key"].tolist() and m.to_plan.empty
+    adopted = m.adopt_keys(keyed)
+    assert adopted["row_key"].tolist() == plain["row_key"].tolist()
+
+
+def test_look_alikes_of_recent_payments_of_other_batches_are_held():
+    frame = keyed_rows([row(1), row(2)], all_valid=True)
+    to_plan = frame.assign(lookalike=lookalike_keys(frame))
+    recent = pd.DataFrame({"lookalike": [to_plan["lookalike"][0]], "batch_id": ["w48"], "paid_run_id": ["r-1"],
+                           "run_id": ["r-1"], "bonus_id": ["b-1"], "status": ["paid"], "paid_at": ["2026-11-29"],
+                           "updated": ["2026-11-29"]})
+    rest, held = hold_lookalikes(to_plan, recent)
+    assert rest["user_id"].tolist() == [frame["user_id"][1]]
+    assert "w48" in held["note"][0] and "--allow-repeats" in held["note"][0]

@@ -43,8 +43,9 @@ def test_outcome_moves_rows_to_paid_and_failed_and_closes_the_operation(tmp_path
             RowResult("k2", "failed", errors=[{"column": "user_id", "code": "X", "message": "m"}]),
         ], "r1")
         assert ledger.open_operations() == []
-        paid = ledger.paid_rows("b")
-        assert paid.to_dict("records") == [{"row_key": "k1", "run_id": "r1", "bonus_id": "100000000001"}]
+        paid = ledger.known_rows(["k1"])[["row_key", "status", "paid_run_id", "bonus_id"]]
+        assert paid.to_dict("records") == [{"row_key": "k1", "status": "paid", "paid_run_id": "r1",
+                                            "bonus_id": "100000000001"}]
         assert ledger.known_rows(["k2"])["status"].tolist() == ["failed"]
 
 
