@@ -85,7 +85,9 @@ MIGRATIONS = (
     ("runs", "sheet_rows", "INTEGER"), ("runs", "to_plan", "INTEGER"), ("runs", "planned", "INTEGER"),
 )
 POST_MIGRATION = """
-CREATE INDEX IF NOT EXISTS rows_by_content ON rows(content_key);
+DROP INDEX IF EXISTS rows_by_content;
+-- only rows keyed by a bonus_key have a content key of their own; the rest are found by row_key
+CREATE INDEX IF NOT EXISTS rows_by_bonus_content ON rows(content_key) WHERE content_key != row_key;
 CREATE INDEX IF NOT EXISTS rows_by_lookalike ON rows(lookalike);
 """
 
@@ -143,6 +145,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: intent of 100k rows stays in memory
             self._db.executescript(SCHEMA)
             self._migrate()
         except LedgerLocked:
@@ -315,7 +318,8 @@ class Ledger:
             part = wanted[i:i + 500]
             marks = ",".join("?" * len(part))
             got += self._query(f"SELECT {', '.join(cols)} FROM rows WHERE status IN ({states}) AND"
-                               f" (content_key IN ({marks}) OR row_key IN ({marks}))", part + part)
+                               f" ((content_key IN ({marks}) AND content_key != row_key) OR row_key IN ({marks}))",
+                               part + part)
         return pd.DataFrame(got, columns=cols)
 
     def supersede_missing(self, batch_id: str, present: set[str], run_id: str) -> int:
@@ -327,6 +331,12 @@ class Ledger:
             self._tx([("UPDATE rows SET status='superseded', run_id=?, updated=? WHERE row_key=? AND status='failed'",
                        [(run_id, utcnow(), k) for k in failed], True)])
         return len(failed)
+
+    def other_batches_since(self, batch_id: str, since: str) -> bool:
+        """Whether any row of another batch may hold money paid (or planned) since `since`."""
+        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
+        return bool(self._query(f"SELECT 1 FROM rows WHERE batch_id != ? AND status IN ({states})"
+                                " AND COALESCE(paid_at, updated) >= ? LIMIT 1", (batch_id, since)))
 
     def recent_lookalikes(self, lookalikes: Sequence[str], batch_id: str, since: str) -> pd.DataFrame:
         """Rows of OTHER batches that may hold money, with one of these look-alike keys, paid (or planned)

@@ -116,6 +116,8 @@ def record_intents(ledger: Ledger, run_id: str, batch_id: str, planned: pd.DataF
     """
     for operation_id, chunk in planned.groupby("operation_id", sort=False):
         items = chunk["item"].tolist() if "item" in chunk.columns else wire.build_items(chunk)
+        if "lookalike" not in chunk.columns:  # stored with the intent: the guard of later batches
+            chunk = chunk.assign(lookalike=keys.lookalike_keys(chunk))
         ledger.record_intent(run_id, batch_id, chunk, items)
         first = chunk.iloc[0]
         yield Operation(str(operation_id), batch_id, run_id, int(first["chunk_no"]), int(first["attempt"]),
@@ -181,13 +183,13 @@ def _match_ledger(ledger: Ledger, unique: pd.DataFrame, batch_id: str) -> dedupe
 
 def _hold_lookalikes(ledger: Ledger, to_plan: pd.DataFrame, batch_id: str, settings: Settings
                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(to_plan with `lookalike`, held): look-alikes of recent payments under other batches are held."""
-    to_plan = to_plan.assign(lookalike=keys.lookalike_keys(to_plan))
-    if settings.allow_repeats:
+    """(to_plan, held): look-alikes of recent payments under other batches are held. The look-alike keys are
+    computed here only when another batch paid within the window; otherwise per chunk, with its intent."""
+    since = (datetime.now(UTC) - timedelta(hours=settings.lookalike_window_h)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if settings.allow_repeats or not len(to_plan) or not ledger.other_batches_since(batch_id, since):
         return to_plan, to_plan.iloc[:0].assign(note=pd.Series([], dtype=object))
-    since = datetime.now(UTC) - timedelta(hours=settings.lookalike_window_h)
-    recent = ledger.recent_lookalikes(to_plan["lookalike"].tolist(), batch_id, since.strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
-    return dedupe.hold_lookalikes(to_plan, recent)
+    to_plan = to_plan.assign(lookalike=keys.lookalike_keys(to_plan))
+    return dedupe.hold_lookalikes(to_plan, ledger.recent_lookalikes(to_plan["lookalike"].tolist(), batch_id, since))
 
 
 def _meta(settings: Settings, target: Target | None, outcome: ExecutionOutcome | None, started: float
