@@ -62,6 +62,10 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
                         max_wait_s=settings.max_wait_s))
             except ApiError as e:  # nothing sent; the next run recovers first again
                 outcome = ExecutionOutcome(stopped_by=e)
+                meta["recovery"] = {"error": f"could not read the target's operations ({e}); nothing was sent"}
+        elif dry_run and ledger.get_meta("recovered_through") is None:
+            meta["recovery"] = {"error": "this ledger has never read its target's operations: a real run does that "
+                                         "first, and may find some of these rows already paid"}
         match = _match_ledger(ledger, unique, batch_id)
         keyed = match.adopt_keys(keyed)
         to_plan, held = _hold_lookalikes(ledger, match.to_plan, batch_id, settings)
