@@ -13,34 +13,14 @@ import time
 STARTED = time.perf_counter()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import os  # noqa: E402
+import sys  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
-from decimal import Decimal  # noqa: E402
 
-import pandas as pd  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kit_sequential import read_bonuses, report  # noqa: E402  (the same sheet reading and figures)
 from toloka.client import TolokaClient  # noqa: E402
 from toloka.client.user_bonus import UserBonus  # noqa: E402
-
-
-def read_bonuses(sheet: str) -> list[UserBonus]:
-    """One UserBonus per sheet row: JSON titles/messages, "$1.50" or "1.5" amounts, true/false flags."""
-    frame = pd.read_parquet(sheet) if sheet.endswith(".parquet") else pd.read_csv(sheet, dtype=str,
-                                                                                   keep_default_na=False)
-    frame = frame.fillna("")
-    bonuses = []
-    for row in frame.itertuples(index=False):
-        quiet = row.without_message.strip().lower() == "true"
-        bonuses.append(UserBonus(
-            user_id=row.user_id,
-            amount=Decimal(row.amount.replace("$", "")),
-            private_comment=row.private_comment or None,
-            assignment_id=row.assignment_id or None,
-            without_message=quiet,
-            public_title=None if quiet else json.loads(row.public_title),
-            public_message=None if quiet else json.loads(row.public_message),
-        ))
-    return bonuses
 
 
 def main() -> None:
@@ -65,17 +45,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.threads) as pool:
         success = sum(pool.map(pay, chunks))
-    done = time.perf_counter()
-    figures = {"script": "kit_threads", "threads": args.threads, "rows": len(bonuses), "success": success,
-               "seconds": round(done - STARTED, 3), "imports_s": round(t0 - STARTED, 3),
-               "read_and_build_s": round(t1 - t0, 3), "pay_s": round(done - t1, 3),
-               "bonuses_per_s": round(success / (done - STARTED))}
-    print(f"{success:,} bonuses in {done - STARTED:.2f} s: {figures['bonuses_per_s']:,} bonuses/s "
-          f"(pay {done - t1:.2f} s, {args.threads} threads)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(figures, f)
-
+    report(args, {"script": "kit_threads", "threads": args.threads}, len(bonuses), success, t0, t1, STARTED)
 
 if __name__ == "__main__":
     main()
