@@ -11,7 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,7 @@ CREATE INDEX IF NOT EXISTS rows_by_lookalike ON rows(lookalike);
 """
 
 
+_MAY_BE_PAID_SQL = ",".join(f"'{s}'" for s in MAY_BE_PAID)
 DETAIL_COUNTS = ("total_count", "valid_count", "not_valid_count", "success_count", "failed_count")
 
 
@@ -311,16 +312,21 @@ class Ledger:
     def rows_by_content(self, content_keys: Sequence[str]) -> pd.DataFrame:
         """Rows that may hold money whose content key (or content-derived row key) is one of these."""
         cols = ["row_key", "content_key", "status", "bonus_id", "paid_run_id", "operation_id"]
-        wanted = list(dict.fromkeys(content_keys))
-        got: list[Any] = []
-        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
-        for i in range(0, len(wanted), 500):
-            part = wanted[i:i + 500]
-            marks = ",".join("?" * len(part))
-            got += self._query(f"SELECT {', '.join(cols)} FROM rows WHERE status IN ({states}) AND"
-                               f" ((content_key IN ({marks}) AND content_key != row_key) OR row_key IN ({marks}))",
-                               part + part)
+        got = self._query_in(content_keys, 450, lambda marks: (
+            f"SELECT {', '.join(cols)} FROM rows WHERE status IN ({_MAY_BE_PAID_SQL}) AND"
+            f" ((content_key IN ({marks}) AND content_key != row_key) OR row_key IN ({marks}))"), twice=True)
         return pd.DataFrame(got, columns=cols)
+
+    def _query_in(self, keys: Sequence[str], size: int, sql: Callable[[str], str], *, twice: bool = False,
+                  after: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """`sql(marks)` over the distinct `keys` in slices of `size` (SQLite caps the parameters of a statement);
+        `twice`: the marks appear twice in the statement; `after`: parameters that follow the keys."""
+        wanted = list(dict.fromkeys(keys))
+        got: list[tuple[Any, ...]] = []
+        for i in range(0, len(wanted), size):
+            part = wanted[i:i + size]
+            got += self._query(sql(",".join("?" * len(part))), [*part, *(part if twice else ()), *after])
+        return got
 
     def supersede_missing(self, batch_id: str, present: set[str], run_id: str) -> int:
         """Failed rows of the batch that its latest sheet no longer holds (corrected or deleted) are never sent
@@ -334,23 +340,16 @@ class Ledger:
 
     def other_batches_since(self, batch_id: str, since: str) -> bool:
         """Whether any row of another batch may hold money paid (or planned) since `since`."""
-        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
-        return bool(self._query(f"SELECT 1 FROM rows WHERE batch_id != ? AND status IN ({states})"
+        return bool(self._query(f"SELECT 1 FROM rows WHERE batch_id != ? AND status IN ({_MAY_BE_PAID_SQL})"
                                 " AND COALESCE(paid_at, updated) >= ? LIMIT 1", (batch_id, since)))
 
     def recent_lookalikes(self, lookalikes: Sequence[str], batch_id: str, since: str) -> pd.DataFrame:
         """Rows of OTHER batches that may hold money, with one of these look-alike keys, paid (or planned)
         since `since`: the look-alike guard's evidence."""
         cols = ["lookalike", "batch_id", "paid_run_id", "run_id", "bonus_id", "status", "paid_at", "updated"]
-        wanted = list(dict.fromkeys(lookalikes))
-        got: list[Any] = []
-        states = ",".join(f"'{s}'" for s in MAY_BE_PAID)
-        for i in range(0, len(wanted), 900):
-            part = wanted[i:i + 900]
-            got += self._query(
-                f"SELECT {', '.join(cols)} FROM rows WHERE lookalike IN ({','.join('?' * len(part))})"
-                f" AND batch_id != ? AND status IN ({states}) AND COALESCE(paid_at, updated) >= ?",
-                [*part, batch_id, since])
+        got = self._query_in(lookalikes, 900, lambda marks: (
+            f"SELECT {', '.join(cols)} FROM rows WHERE lookalike IN ({marks}) AND batch_id != ?"
+            f" AND status IN ({_MAY_BE_PAID_SQL}) AND COALESCE(paid_at, updated) >= ?"), after=(batch_id, since))
         return pd.DataFrame(got, columns=cols)
 
     def record_intent(self, run_id: str, batch_id: str, planned: pd.DataFrame, items: Sequence[bytes]) -> None:
