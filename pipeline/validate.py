@@ -110,8 +110,8 @@ class _Amounts:
     has_cents: np.ndarray
 
 
-def _parse_amounts(s: pd.Series, max_decimals: int) -> _Amounts:
-    codes, uniques = _distinct(s)
+def _parse_amounts(distinct: tuple[np.ndarray, np.ndarray], max_decimals: int) -> _Amounts:
+    codes, uniques = distinct
     arr = pyarrow.array(uniques, type=pyarrow.string())
     is_number = pc.and_(
         pc.match_substring_regex(arr, _NUMBER), pc.match_substring_regex(arr, r"\d")
@@ -174,13 +174,13 @@ class _Context:
 
     def amounts(self) -> _Amounts:
         if "amount" not in self.cache:
-            self.cache["amount"] = _parse_amounts(self.frame["amount"], self.rules.max_decimals)
+            self.cache["amount"] = _parse_amounts(self.codes("amount"), self.rules.max_decimals)
         return self.cache["amount"]
 
     def text_objects(self, column: str) -> tuple[np.ndarray, np.ndarray]:
         """(codes, parsed uniques) for a title/message column."""
         if column not in self.cache:
-            codes, uniques = _distinct(self.frame[column])
+            codes, uniques = self.codes(column)
             self.cache[column] = (codes, np.array([_parse_text_object(t) for t in uniques] + [None], dtype=object))
         return self.cache[column]
 
@@ -192,16 +192,28 @@ class _Context:
     def without_message(self) -> tuple[np.ndarray, np.ndarray]:
         """(flag, is_boolean_text) per row; empty -> (False, True)."""
         if "wm" not in self.cache:
-            codes, uniques = _distinct(self.frame["without_message"])
+            codes, uniques = self.codes("without_message")
             lowered = [str(u).strip().lower() for u in uniques]
             flag = np.array([t in _TRUE for t in lowered] + [False], dtype=bool)
             ok = np.array([t in _TRUE or t in _FALSE for t in lowered] + [True], dtype=bool)
             self.cache["wm"] = (flag[codes], ok[codes])
         return self.cache["wm"]
 
+    def codes(self, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """(codes, uniques) of a column, factorised once per validation run."""
+        key = f"codes:{column}"
+        if key not in self.cache:
+            self.cache[key] = _distinct(self.frame[column])
+        return self.cache[key]
+
     def lengths(self, column: str) -> np.ndarray:
-        codes, uniques = _distinct(self.frame[column])
-        return _spread(codes, np.array([len(u) for u in uniques], dtype=np.int64), 0)
+        """Characters per cell (missing -> 0), measured cell by cell in C (`map(len)`): comments are distinct
+        per row, so factorising them first, as for the repeated columns, would cost several times more."""
+        values = self.frame[column].to_numpy(dtype=object)
+        present = pd.notna(values)
+        out = np.zeros(len(values), dtype=np.int64)
+        out[present] = np.fromiter(map(len, values[present]), dtype=np.int64, count=int(present.sum()))
+        return out
 
 
 # --- the schema ---------------------------------------------------------------------------------
@@ -218,7 +230,7 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
     r = ctx.rules
 
     def user_id_ok(s: pd.Series) -> np.ndarray:
-        codes, uniques = _distinct(s)
+        codes, uniques = ctx.codes("user_id")
         ok = pc.match_substring_regex(pyarrow.array(uniques, type=pyarrow.string()), _USER_ID)
         return _spread(codes, ok.to_numpy(zero_copy_only=False).astype(bool), True)
 
@@ -248,7 +260,7 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
 
     def bonus_key_first(s: pd.Series) -> np.ndarray:
         """False for a filled bonus key seen on an earlier row (by value, via the codes of its texts)."""
-        codes, _ = _distinct(s)
+        codes, _ = ctx.codes("bonus_key")
         filled = codes >= 0
         if not filled.any():  # the usual sheet: no bonus_key column at all
             return np.ones(len(codes), dtype=bool)
