@@ -43,7 +43,19 @@ def conflict_key(frame: pd.DataFrame) -> pd.Series:
     combined = np.zeros(len(frame), dtype=np.int64)
     size = 1  # number of distinct values `combined` can take
     for c in CONFLICT_COLUMNS:
-        codes, n_values = _codes(frame[c])
+        column = frame[c]
+        if c == CONFLICT_COLUMNS[-1]:
+            # The comment is distinct on almost every row, and costly to factorise. A row alone in its group
+            # of (user, amount, title, message) conflicts with no row whatever its comment: only the rows
+            # that share a group need comment codes (the others keep code 0, which merges nothing).
+            combined, uniques = pd.factorize(combined)
+            size = len(uniques)
+            shared = np.flatnonzero(np.bincount(combined)[combined] > 1)
+            codes = np.zeros(len(frame), dtype=np.int64)
+            part, n_values = _codes(column.iloc[shared])
+            codes[shared] = part
+        else:
+            codes, n_values = _codes(column)
         if size * (n_values + 1) >= 2**62:  # keep the mixed radix number inside int64
             combined, uniques = pd.factorize(combined)
             size = len(uniques)
