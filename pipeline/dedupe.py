@@ -132,7 +132,11 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
         cols = {c: np.full(n, None, dtype=object) for c in _LEDGER_COLUMNS}
     status = np.asarray(np.where(pd.isna(status), None, status), dtype=object)
     by_key = status != None  # noqa: E711 - elementwise; rows the ledger knows under this very key
-    sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
+    # rows whose key is their sheet's bonus_key: compared only where the ledger knows something (a 1M-row
+    # object comparison otherwise, on every dry run of a new batch)
+    sheet_bonus = np.zeros(n, dtype=bool)
+    if by_key.any() or len(by_content):
+        sheet_bonus = (frame["row_key"] != frame["content_key"]).to_numpy(dtype=bool)
 
     if len(by_content):  # adopt the ledger's identity of the same bonus under another key
         ledger_content = by_content["content_key"].fillna(by_content["row_key"])
@@ -150,7 +154,14 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
             cols["bonus_id"][i], cols["paid_run_id"][i] = hit.bonus_id, hit.paid_run_id
         frame["row_key"] = pd.Series(row_keys, index=frame.index, dtype=object)
 
-    may_be_paid = np.isin(status.astype(str), list(MAY_BE_PAID))
+    # states compared as codes: a few object comparisons over the distinct states, not over every row
+    state_codes, states = pd.factorize(status)
+    has_state = state_codes >= 0
+
+    def state_is(*names: str) -> np.ndarray:
+        return np.isin(state_codes, [i for i, s in enumerate(states) if s in names])
+
+    may_be_paid = state_is(*MAY_BE_PAID)
     reused = np.zeros(n, dtype=bool)
     check = np.flatnonzero(may_be_paid & sheet_bonus & by_key)  # a bonus_key that already paid something
     if len(check):
@@ -172,17 +183,26 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     def pick(mask: np.ndarray) -> pd.DataFrame:
         return frame[mask & live]
 
-    paid_mask = status == "paid"
+    paid_mask = state_is("paid")
     already = pick(paid_mask).assign(
         run_id=pd.Series(cols["paid_run_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object),
         bonus_id=pd.Series(cols["bonus_id"][paid_mask & live], index=frame.index[paid_mask & live], dtype=object))
-    refused_mask = (status == "failed") & (pd.to_numeric(pd.Series(cols["retryable"]), errors="coerce")
-                                           .fillna(1).to_numpy() == 0)
+    refused_mask = state_is("failed") & (_numbers(cols["retryable"], has_state, 1) == 0)
     plan_mask = ~may_be_paid & ~refused_mask
-    prev = pd.to_numeric(pd.Series(cols["attempt"][plan_mask & live]), errors="coerce").fillna(0).astype("int64")
-    to_plan = pick(plan_mask).assign(attempt=pd.Series(prev.to_numpy() + 1, index=frame.index[plan_mask & live]))
-    return LedgerMatch(to_plan, already, pick(status == "planned"), pick(status == "unknown"), pick(refused_mask),
+    prev = _numbers(cols["attempt"], has_state, 0)[plan_mask & live]
+    to_plan = pick(plan_mask).assign(attempt=pd.Series(prev + 1, index=frame.index[plan_mask & live]))
+    return LedgerMatch(to_plan, already, pick(state_is("planned")), pick(state_is("unknown")), pick(refused_mask),
                        reused_frame)
+
+
+def _numbers(values: np.ndarray, known: np.ndarray, default: int) -> np.ndarray:
+    """int64 of a ledger column where the ledger knows the row (`known`), `default` elsewhere and where missing:
+    a new batch's 1M unknown rows are not parsed."""
+    out = np.full(len(values), default, dtype=np.int64)
+    at = np.flatnonzero(known)
+    if len(at):
+        out[at] = pd.to_numeric(pd.Series(values[at]), errors="coerce").fillna(default).to_numpy(dtype=np.int64)
+    return out
 
 
 def hold_lookalikes(to_plan: pd.DataFrame, recent: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
