@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from pathlib import Path
 
@@ -76,18 +76,39 @@ def read_sheet(path: str | Path) -> pd.DataFrame:
         raise SheetError(f"{name}: file is empty")
     try:
         if kind == "csv":
-            table = _read_csv(p)
+            sheet = _Columns.of_table(_read_csv(p))
         elif kind == "parquet":
-            table = _read_parquet(p)
+            sheet = _parquet_columns(p, name)
         else:
-            table = _read_xlsx(p)
+            sheet = _Columns.of_table(_read_xlsx(p))
     except SheetError:
         raise
     except Exception as exc:  # any reader failure is "this file cannot be read", never a traceback
         raise SheetError(f"{name}: cannot read {kind.upper()} sheet: {_one_line(exc)}") from exc
-    holder = [table]
-    del table  # _canonical holds the only reference, so each Arrow column is freed once converted
-    return _canonical(holder, name)
+    return _canonical(sheet, name)
+
+
+class _Columns:
+    """A sheet's string columns, each handed out once (`take`) so that it is freed once converted, or read only
+    then (Parquet): the Arrow copy of a whole 1M-row sheet (~400 MB) is never alive beside its Python strings."""
+
+    def __init__(self, names: list[str], num_rows: int, sizes: list[int],
+                 read: Callable[[int], pa.ChunkedArray]) -> None:
+        self.names, self.num_rows, self.sizes, self._read = names, num_rows, sizes, read
+
+    @classmethod
+    def of_table(cls, table: pa.Table) -> _Columns:
+        cols: list[pa.ChunkedArray | None] = list(table.columns)
+
+        def read(i: int) -> pa.ChunkedArray:
+            col, cols[i] = cols[i], None
+            assert col is not None, "a column is taken once"
+            return col
+
+        return cls([str(n) for n in table.column_names], table.num_rows, [c.nbytes for c in table.columns], read)
+
+    def take(self, i: int) -> pa.ChunkedArray:
+        return self._read(i)
 
 
 # --- readers: each returns a pyarrow Table whose columns are all strings (nulls allowed) ----------
@@ -119,10 +140,22 @@ def _read_csv(p: Path) -> pa.Table:
     )
 
 
-def _read_parquet(p: Path) -> pa.Table:
-    table = pq.read_table(p)
-    cols = [_arrow_to_text(table.column(i)) for i in range(table.num_columns)]
-    return pa.table(cols, names=[str(n) for n in table.column_names])
+def _parquet_columns(p: Path, name: str) -> _Columns:
+    """The Parquet sheet's columns as text, each read when it is taken: reading the whole table at once would
+    hold every decoded column (and the decoder's buffers) together, ~1 GiB for 1M finance rows."""
+    pf = pq.ParquetFile(p)
+    names = [str(n) for n in pf.schema_arrow.names]
+    meta = pf.metadata
+    sizes = [sum(meta.row_group(g).column(i).total_uncompressed_size for g in range(meta.num_row_groups))
+             for i in range(len(names))] if len(names) == meta.num_columns else [0] * len(names)
+
+    def read(i: int) -> pa.ChunkedArray:
+        try:
+            return _arrow_to_text(pf.read(columns=[names[i]]).column(0))
+        except Exception as exc:
+            raise SheetError(f"{name}: cannot read PARQUET sheet: {_one_line(exc)}") from exc
+
+    return _Columns(names, meta.num_rows, sizes, read)
 
 
 def _read_xlsx(p: Path) -> pa.Table:
@@ -173,19 +206,17 @@ def _decimal_text(d: Decimal) -> str:
 # --- canonical frame ------------------------------------------------------------------------------
 
 
-def _canonical(holder: list[pa.Table], name: str) -> pd.DataFrame:
-    """`holder` is a one-element list: the table is taken out of it so it can be freed column by column."""
-    table = holder.pop()
-    raw_names = list(table.column_names)
+def _canonical(sheet: _Columns, name: str) -> pd.DataFrame:
+    """The canonical frame of the sheet's columns, taking (and so freeing) one Arrow column at a time."""
+    raw_names = sheet.names
     norm = [normalise_header(n) for n in raw_names]
     seen: dict[str, str] = {}
     for raw, n in zip(raw_names, norm):
         if n in seen and not n.startswith("__unnamed"):
             raise SheetError(f"{name}: columns {seen[n]!r} and {raw!r} mean the same thing")
         seen[n] = raw
-    columns = {n: table.column(i) for i, n in enumerate(norm)}
-    n_rows = table.num_rows
-    del table
+    columns = {n: i for i, n in enumerate(norm)}  # -> the column's position in `sheet`
+    n_rows = sheet.num_rows
 
     missing = [c for c in REQUIRED_COLUMNS if c not in columns]
     if missing:
@@ -193,13 +224,13 @@ def _canonical(holder: list[pa.Table], name: str) -> pd.DataFrame:
             f"{name}: required column(s) {', '.join(missing)} missing (found: {', '.join(map(str, raw_names))})"
         )
 
-    localised: dict[str, dict[str, pa.ChunkedArray]] = {c: {} for c in LOCALISED_COLUMNS}
+    localised: dict[str, dict[str, int]] = {c: {} for c in LOCALISED_COLUMNS}
     unknown = []
-    for n, col in columns.items():
+    for n, i in columns.items():
         m = _LANG_COLUMN.match(n)
         if m:
-            localised[m.group(1)][m.group(2).upper()] = col
-        elif n not in TEXT_COLUMNS and not (n.startswith("__unnamed") and _all_empty(col)):
+            localised[m.group(1)][m.group(2).upper()] = i
+        elif n not in TEXT_COLUMNS and not (n.startswith("__unnamed") and _all_empty(sheet.take(i))):
             unknown.append(seen[n])
     if unknown:
         log.warning("sheet_unknown_columns_ignored", sheet=name, columns=unknown)
@@ -208,17 +239,23 @@ def _canonical(holder: list[pa.Table], name: str) -> pd.DataFrame:
     # building the frame from separate arrays would copy them all once more to consolidate them.
     block = np.empty((1 + len(TEXT_COLUMNS), n_rows), dtype=object)  # filled with None
     block[0] = name
-    cleaned: dict[str, np.ndarray] = {}
-    for i, c in enumerate(TEXT_COLUMNS, start=1):
-        if c in LOCALISED_COLUMNS and localised[c]:
-            if c in columns:
-                raise SheetError(
-                    f"{name}: both a {c!r} column and per-language {c}_xx columns; keep one of the two"
-                )
-            block[i] = _assemble_languages(localised[c], n_rows)
-        elif c in columns:
-            _clean_text(columns.pop(c), out=block[i])  # the Arrow column is dropped once converted
-        cleaned[c] = block[i]
+    for c in LOCALISED_COLUMNS:
+        if localised[c] and c in columns:
+            raise SheetError(f"{name}: both a {c!r} column and per-language {c}_xx columns; keep one of the two")
+    # Largest Arrow column first (titles and messages: large in Arrow, a few shared strings in Python), and the
+    # pool's freed memory handed back after each: the peak is then about the Arrow table, not the table plus
+    # every Python string made from it.
+    pool = pa.default_memory_pool()
+    for c in sorted((c for c in TEXT_COLUMNS if c in columns), key=lambda c: -sheet.sizes[columns[c]]):
+        _clean_text(sheet.take(columns[c]), out=block[1 + TEXT_COLUMNS.index(c)])  # freed once converted
+        pool.release_unused()
+    for c in LOCALISED_COLUMNS:
+        if localised[c]:
+            langs = {lang: sheet.take(i) for lang, i in localised[c].items()}
+            block[1 + TEXT_COLUMNS.index(c)] = _assemble_languages(langs, n_rows)
+            del langs
+            pool.release_unused()
+    cleaned = {c: block[i] for i, c in enumerate(TEXT_COLUMNS, start=1)}
 
     rows = np.arange(2, n_rows + 2, dtype=np.int64)
     # a row is dropped only if every cell is empty; look at the other cells only where both
