@@ -75,7 +75,7 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
     occurrence = pd.Series(ident).groupby(ident, sort=False).cumcount().to_numpy()
     changed = np.flatnonzero(occurrence)
     if len(changed):
-        occ = pa.array(occurrence[changed].astype(str).astype(object), pa.string()).cast(pa.binary())
+        occ = occurrence[changed].astype(str).astype(object)
         digests[changed] = _sha256_rows([f.at(changed) for f in (prefix, *fields)] + [_Field(None, occ)])
 
     if "bonus_key" in out.columns:
@@ -91,6 +91,7 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
         keys[changed] = _hex(digests[changed])
     out["row_key"] = pd.Series(keys, index=out.index, dtype=object)
     out["content_key"] = pd.Series(content, index=out.index, dtype=object)
+    pa.default_memory_pool().release_unused()  # the Arrow slices and hex buffers: back to the OS, not kept
     return out
 
 
@@ -144,24 +145,30 @@ def _sha256_all(rows: Iterable[tuple[bytes, ...]]) -> np.ndarray:
 
 
 class _Field:
-    """One key field of every row as UTF-8 bytes: `values` (Arrow binary) taken at `codes`, or `values` itself
-    when `codes` is None (a column of distinct texts). Never null: an empty cell is b""."""
+    """One key field of every row as UTF-8 bytes: `values` (Arrow binary) taken at `codes`, or, when `codes` is
+    None, `values` is the column's own object array (distinct texts), converted a slice at a time so that no
+    whole-column Arrow copy exists. Never null: an empty cell is b""."""
 
-    def __init__(self, codes: np.ndarray | None, values: pa.Array) -> None:
+    def __init__(self, codes: np.ndarray | None, values: pa.Array | np.ndarray) -> None:
         self.codes, self.values = codes, values
 
     @classmethod
     def constant(cls, value: bytes, n: int) -> _Field:
         return cls(np.zeros(n, dtype=np.int8), pa.array([value], pa.binary()))
 
+    def __len__(self) -> int:
+        return len(self.values if self.codes is None else self.codes)
+
     def at(self, positions: np.ndarray) -> _Field:
         if self.codes is None:
-            return _Field(None, self.values.take(pa.array(positions)))
+            return _Field(None, self.values[positions])
         return _Field(self.codes[positions], self.values)
 
     def slice(self, start: int, stop: int) -> pa.Array:
         if self.codes is None:
-            return self.values.slice(start, stop - start)
+            values = pa.array(self.values[start:stop], pa.string(), from_pandas=True)
+            return (values.fill_null("") if values.null_count else values).cast(pa.binary())
+        assert isinstance(self.values, pa.Array)
         return self.values.take(pa.array(self.codes[start:stop]))
 
 
@@ -173,7 +180,7 @@ def _sha256_rows(fields: list[_Field]) -> np.ndarray:
     memoryview, with no bytes object per row. sha256's per-call cost (~0.3 us on this VM with SHA-NI,
     OpenSSL's; hashlib's builtin and blake2b measured no faster) is the floor of this loop.
     """
-    n = len(fields[0].codes) if fields[0].codes is not None else len(fields[0].values)
+    n = len(fields[0])
     sha = hashlib.sha256
     parts = []
     for start in range(0, n, _SLICE):
@@ -191,7 +198,7 @@ def _field(s: pd.Series) -> _Field:
     arr = s.to_numpy(dtype=object)
     sample = arr[:20_000]
     if len(pd.unique(sample)) > 0.95 * len(sample):  # all distinct (assignment ids, comments): convert in C
-        return _Field(None, pa.array(arr, pa.string(), from_pandas=True).fill_null("").cast(pa.binary()))
+        return _Field(None, arr)
     codes, uniques = factorize_text(arr)
     values = pa.array(np.append(uniques, ""), pa.string()).cast(pa.binary())
     return _Field(np.where(codes < 0, len(uniques), codes), values)  # code -1 (None) picks the trailing b""
