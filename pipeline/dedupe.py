@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import DEDUPE_POLICIES, MAY_BE_PAID, DedupePolicy, conflict_key
+from pipeline.contract import DEDUPE_POLICIES, MAY_BE_PAID, DedupePolicy, conflict_key, release_memory
 from pipeline.money import format_cents
 
 
@@ -60,6 +60,7 @@ def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") ->
         duplicate_of = _refs(files, rows, target[dup_mask])
     unique = valid[~dup_mask]
     duplicates = valid[dup_mask].assign(duplicate_of=pd.Series(duplicate_of, index=valid.index[dup_mask], dtype=object))
+    release_memory()
     return unique, duplicates
 
 
@@ -121,6 +122,7 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     """Split `unique` by the ledger's state of each row. `known`: ledger rows by row key (Ledger.known_rows);
     `by_content`: ledger rows that may hold money, by content key (Ledger.rows_by_content); `lookalike`
     computes look-alike keys (keys.lookalike_keys), only for the few rows whose content must be compared."""
+    release_memory()  # what the stages before freed (the valid rows' copy dedupe was given)
     n = len(unique)
     frame = unique.copy(deep=False)
     if len(known):
@@ -181,7 +183,8 @@ def match_ledger(unique: pd.DataFrame, known: pd.DataFrame, by_content: pd.DataF
     live = ~reused
 
     def pick(mask: np.ndarray) -> pd.DataFrame:
-        return frame[mask & live]
+        mask = mask & live
+        return frame if mask.all() else frame[mask]  # all new rows (a new batch): no copy of the whole frame
 
     paid_mask = state_is("paid")
     already = pick(paid_mask).assign(

@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import structlog
 
-from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS
+from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS, release_memory
 from pipeline.errors import SheetError
 
 log = structlog.get_logger(__name__)
@@ -245,16 +245,15 @@ def _canonical(sheet: _Columns, name: str) -> pd.DataFrame:
     # Largest Arrow column first (titles and messages: large in Arrow, a few shared strings in Python), and the
     # pool's freed memory handed back after each: the peak is then about the Arrow table, not the table plus
     # every Python string made from it.
-    pool = pa.default_memory_pool()
     for c in sorted((c for c in TEXT_COLUMNS if c in columns), key=lambda c: -sheet.sizes[columns[c]]):
         _clean_text(sheet.take(columns[c]), out=block[1 + TEXT_COLUMNS.index(c)])  # freed once converted
-        pool.release_unused()
+        release_memory()
     for c in LOCALISED_COLUMNS:
         if localised[c]:
             langs = {lang: sheet.take(i) for lang, i in localised[c].items()}
             block[1 + TEXT_COLUMNS.index(c)] = _assemble_languages(langs, n_rows)
             del langs
-            pool.release_unused()
+            release_memory()
     cleaned = {c: block[i] for i, c in enumerate(TEXT_COLUMNS, start=1)}
 
     rows = np.arange(2, n_rows + 2, dtype=np.int64)

@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.contract import factorize_text
+from pipeline.contract import factorize_text, release_memory
 
 KEY_LENGTH = 32
 _SEP = "\x1f"
@@ -91,7 +91,7 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
         keys[changed] = _hex(digests[changed])
     out["row_key"] = pd.Series(keys, index=out.index, dtype=object)
     out["content_key"] = pd.Series(content, index=out.index, dtype=object)
-    pa.default_memory_pool().release_unused()  # the Arrow slices and hex buffers: back to the OS, not kept
+    release_memory()  # the Arrow slices, hex buffers and digests: back to the OS, not kept
     return out
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contract import LEDGER_TO_REPORT, REPORT_STATUSES
+from pipeline.contract import LEDGER_TO_REPORT, REPORT_STATUSES, release_memory
 from pipeline.money import format_cents, format_usd
 
 STATUSES = REPORT_STATUSES
@@ -116,6 +116,7 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
                   already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
                   planned: pd.DataFrame | None, held: pd.DataFrame | None = None) -> pd.DataFrame:
     """One report row per input row, in sheet order, with its status, errors and ids."""
+    release_memory()  # what the stages before freed
     out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]]  # a new frame (copy-on-write)
     out.insert(0, "run_id", run_id)
     n = len(out)
@@ -212,6 +213,7 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
     for name, values in (("status", status), ("errors", row_errors), ("operation_id", operation_id),
                          ("bonus_id", bonus_id), ("note", note)):
         out[name] = pd.Series(values, index=out.index, dtype=object)
+    release_memory()
     return out.reset_index(drop=True)
 
 
@@ -268,7 +270,9 @@ def _write_rows(rows: pd.DataFrame, path: Path) -> None:
 
     Converting a slice needs the GIL (Python objects -> Arrow); encoding and compressing one does not, so a
     writer thread encodes slice k while this thread converts slice k+1 (at most two slices alive)."""
-    with pq.ParquetWriter(path, ROWS_SCHEMA) as writer, ThreadPoolExecutor(1) as pool:
+    # row keys are distinct: a dictionary page for them is work thrown away when the writer falls back
+    dictionary = [f.name for f in ROWS_SCHEMA if f.name != "row_key"]
+    with pq.ParquetWriter(path, ROWS_SCHEMA, use_dictionary=dictionary) as writer, ThreadPoolExecutor(1) as pool:
         pending = None
         for start in range(0, max(len(rows), 1), ROWS_PER_BATCH):
             table = rows_to_table(rows.iloc[start:start + ROWS_PER_BATCH])
@@ -276,6 +280,7 @@ def _write_rows(rows: pd.DataFrame, path: Path) -> None:
                 pending.result()  # in order, and re-raises a write error here
             pending = pool.submit(writer.write_table, table)
             del table
+            release_memory()  # the slice converted before this one, written by now
         if pending is not None:
             pending.result()
 

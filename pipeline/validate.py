@@ -33,7 +33,7 @@ import pyarrow
 import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
-from pipeline.contract import TEXT_COLUMNS, factorize_text
+from pipeline.contract import TEXT_COLUMNS, factorize_text, release_memory
 from pipeline.money import format_usd
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
@@ -348,6 +348,7 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
         bad_rows[errors["_pos"].to_numpy()] = True
     checked["is_valid"] = ~bad_rows
     checked.index = frame.index
+    release_memory()
     return checked, errors.drop(columns="_pos").reset_index(drop=True)
 
 
