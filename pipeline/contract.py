@@ -29,6 +29,41 @@ OPTIONAL_COLUMNS = (
 )
 TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
 
+# Text columns whose codes validate computes once and the frame carries (column `codes_column(c)`, int32, -1 =
+# missing, numbered over the whole sheet): keys and the conflict key read them instead of factorising again.
+CARRIED_CODES = ("user_id", "public_title", "public_message")
+
+
+def codes_column(column: str) -> str:
+    return f"{column}__codes"
+
+
+def text_codes(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, int]:
+    """(codes, how many values they number) of a text column, -1 = missing: the codes the frame carries (numbered
+    over the sheet it came from, so a subset may not use every code), or factorised now."""
+    carried = codes_column(column)
+    if carried in frame.columns:
+        codes = frame[carried].to_numpy()
+        return codes, int(codes.max()) + 1 if len(codes) else 0
+    codes, uniques = factorize_text(frame[column].to_numpy(dtype=object))
+    return codes, len(uniques)
+
+
+def text_values(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) like `factorize_text`, from the carried codes when the frame has them (`uniques[k]` is the
+    text of code k; None for a code this frame does not use)."""
+    if codes_column(column) not in frame.columns:
+        return factorize_text(frame[column].to_numpy(dtype=object))
+    codes, n = text_codes(frame, column)
+    at = np.flatnonzero(codes >= 0)
+    first = np.full(n, -1, dtype=np.int64)
+    first[codes[at][::-1]] = at[::-1]  # the first row of each code (later writes win: reversed)
+    values = frame[column].to_numpy(dtype=object)
+    uniques = values[np.maximum(first, 0)]  # a copy (fancy indexing)
+    uniques[first < 0] = None
+    return codes, uniques
+
+
 # The 409 ENTITY_CONFLICT identity: Toloka refuses two bonuses equal in these within one request.
 CONFLICT_COLUMNS = ("user_id", "amount_cents", "public_title", "public_message", "private_comment")
 
@@ -55,6 +90,9 @@ def conflict_key(frame: pd.DataFrame) -> pd.Series:
             codes = np.zeros(len(frame), dtype=np.int64)
             part, n_values = _codes(column.iloc[shared])
             codes[shared] = part
+        elif c in CARRIED_CODES:
+            carried, n = text_codes(frame, c)
+            codes, n_values = carried.astype(np.int64) + 1, n + 1  # missing (-1) -> 0, as in _codes
         else:
             codes, n_values = _codes(column)
         if size * (n_values + 1) >= 2**62:  # keep the mixed radix number inside int64

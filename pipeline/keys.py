@@ -34,7 +34,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.contract import factorize_text, release_memory
+from pipeline.contract import CARRIED_CODES, factorize_text, release_memory, text_values
 
 KEY_LENGTH = 32
 _SEP = "\x1f"
@@ -58,8 +58,8 @@ def assign_row_keys(checked: pd.DataFrame, batch_id: str) -> pd.DataFrame:
         return out
     # Each field as Arrow UTF-8 bytes, encoded once per distinct text (sheets repeat users, amounts, titles);
     # the fields of a row are joined in Arrow, a slice at a time, and only the hashing is per row in Python.
-    fields = [_field(out["user_id"]), _amount_field(out["amount_cents"], out["amount"]), _field(out["assignment_id"]),
-              _field(out["public_title"]), _field(out["public_message"]), _field(out["private_comment"])]
+    fields = [_field(out, "user_id"), _amount_field(out["amount_cents"], out["amount"]), _field(out, "assignment_id"),
+              _field(out, "public_title"), _field(out, "public_message"), _field(out, "private_comment")]
     valid = out["is_valid"].to_numpy(dtype=bool) if "is_valid" in out.columns else np.ones(n, dtype=bool)
     row_prefix = f"{batch_id}{_SEP}row".encode()
     invalid_prefix = f"{batch_id}{_SEP}invalid".encode()
@@ -100,9 +100,9 @@ def lookalike_keys(rows: pd.DataFrame) -> np.ndarray:
     n = len(rows)
     if n == 0:
         return np.empty(0, dtype=object)
-    fields = [_Field.constant(_LOOKALIKE, n), _field(rows["user_id"]),
-              _amount_field(rows["amount_cents"], rows["amount_cents"]), _field(rows["public_title"]),
-              _field(rows["public_message"]), _field(rows["private_comment"])]
+    fields = [_Field.constant(_LOOKALIKE, n), _field(rows, "user_id"),
+              _amount_field(rows["amount_cents"], rows["amount_cents"]), _field(rows, "public_title"),
+              _field(rows, "public_message"), _field(rows, "private_comment")]
     return _hex(_sha256_rows(fields))
 
 
@@ -193,14 +193,18 @@ def _sha256_rows(fields: list[_Field]) -> np.ndarray:
     return np.frombuffer(b"".join(parts), dtype="V32").copy()
 
 
-def _field(s: pd.Series) -> _Field:
-    """UTF-8 bytes per cell, encoded once per distinct value (cells are str or None, contracts.md; None -> b"")."""
-    arr = s.to_numpy(dtype=object)
-    sample = arr[:20_000]
-    if len(pd.unique(sample)) > 0.95 * len(sample):  # all distinct (assignment ids, comments): convert in C
-        return _Field(None, arr)
-    codes, uniques = factorize_text(arr)
-    values = pa.array(np.append(uniques, ""), pa.string()).cast(pa.binary())
+def _field(frame: pd.DataFrame, column: str) -> _Field:
+    """UTF-8 bytes per cell, encoded once per distinct value (cells are str or None, contracts.md; None -> b"");
+    the codes of the distinct values are those the frame carries from validate where it has them."""
+    if column in CARRIED_CODES:
+        codes, uniques = text_values(frame, column)
+    else:
+        arr = frame[column].to_numpy(dtype=object)
+        sample = arr[:20_000]
+        if len(pd.unique(sample)) > 0.95 * len(sample):  # all distinct (assignment ids, comments): convert in C
+            return _Field(None, arr)
+        codes, uniques = factorize_text(arr)
+    values = pa.array(np.append(uniques, ""), pa.string(), from_pandas=True).cast(pa.binary())
     return _Field(np.where(codes < 0, len(uniques), codes), values)  # code -1 (None) picks the trailing b""
 
 

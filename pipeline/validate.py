@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow
 import pyarrow.compute as pc
 
-from pipeline.contract import TEXT_COLUMNS, factorize_text, release_memory
+from pipeline.contract import TEXT_COLUMNS, codes_column, factorize_text, release_memory
 from pipeline.money import format_usd
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
@@ -346,26 +346,37 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
             work[c] = pd.Series([None] * len(work), dtype=object)
     ctx = _Context(rules, work)
     errors = _errors_frame(work, _failures(work, _schema(ctx), ctx), ctx)
-    amounts, titles, messages, without = (
-        ctx.amounts(), ctx.text_attr("public_title", lambda p: p.canonical, None, object),
-        ctx.text_attr("public_message", lambda p: p.canonical, None, object), ctx.without_message()[0],
-    )
+    a, without = ctx.amounts(), ctx.without_message()[0]
+    # the frame carries the codes of user_id, title and message (contract.CARRIED_CODES): keys and dedupe
+    # read them instead of factorising the same columns again
+    carried = {"user_id": ctx.codes("user_id")[0].astype(np.int32)}
+    texts = {}
+    for column in ("public_title", "public_message"):
+        codes, parsed = ctx.text_objects(column)
+        raw = ctx.codes(column)[1]
+        # canonical JSON where the text parses, else the text as written: coded once per distinct text
+        final = np.array([p.canonical if p.canonical is not None else r for p, r in zip(parsed[:-1], raw)],
+                         dtype=object)
+        final_codes, final_uniques = pd.factorize(final) if len(final) else (np.empty(0, np.intp), final)
+        row_codes = np.append(final_codes, -1)[codes]  # code -1 (missing) picks the appended -1
+        texts[column] = np.append(np.asarray(final_uniques, dtype=object), np.array([None], dtype=object))[row_codes]
+        carried[column] = row_codes.astype(np.int32)
     # drop the parsed data now: nothing of it outlives this call
     ctx.cache.clear()
     ctx.frame = None
 
     checked = work.copy(deep=False)
-    a = amounts
     checked["amount_cents"] = pd.array(np.where(a.has_cents, a.cents, 0), dtype="Int64")
     checked.loc[~a.has_cents, "amount_cents"] = pd.NA
-    for column, canonical in (("public_title", titles), ("public_message", messages)):
-        keep = pd.isna(canonical)
-        checked[column] = pd.Series(np.where(keep, work[column].to_numpy(dtype=object), canonical), dtype=object)
+    for column, values in texts.items():
+        checked[column] = pd.Series(values, dtype=object)
     checked["without_message"] = without
     bad_rows = np.zeros(len(work), dtype=bool)
     if len(errors):
         bad_rows[errors["_pos"].to_numpy()] = True
     checked["is_valid"] = ~bad_rows
+    for column, codes in carried.items():
+        checked[codes_column(column)] = codes
     checked.index = frame.index
     release_memory()
     return checked, errors.drop(columns="_pos").reset_index(drop=True)
