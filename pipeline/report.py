@@ -71,6 +71,8 @@ OPERATIONS_SCHEMA = pa.schema(
         ("item_count", pa.int64()),
     ]
 )
+# What the report needs of every sheet row (assemble_rows' `keyed`); the stages' other columns may be dropped.
+SHEET_COLUMNS = ("source_file", "source_row", "row_key", "user_id", "amount_cents")
 _INPUT_COLUMNS = ["amount_cents" if f.name == "amount" else f.name for f in ROWS_SCHEMA]
 
 
@@ -117,7 +119,7 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
                   planned: pd.DataFrame | None, held: pd.DataFrame | None = None) -> pd.DataFrame:
     """One report row per input row, in sheet order, with its status, errors and ids."""
     release_memory()  # what the stages before freed
-    out = keyed[["source_file", "source_row", "row_key", "user_id", "amount_cents"]]  # a new frame (copy-on-write)
+    out = keyed[list(SHEET_COLUMNS)]  # a new frame (copy-on-write)
     out.insert(0, "run_id", run_id)
     n = len(out)
     # Plain object arrays and one hash index of row keys: no per-row Python work on the 1M-row paths.
@@ -261,7 +263,7 @@ def read_rows(run_dir: Path) -> pd.DataFrame:
     return frame[_INPUT_COLUMNS]
 
 
-ROWS_PER_BATCH = 100_000
+ROWS_PER_BATCH = 50_000
 
 
 def _write_rows(rows: pd.DataFrame, path: Path) -> None:

@@ -48,9 +48,11 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     checked, errors = validate.validate_rows(ingest.read_sheets(sheets), validate.ValidationRules(
         min_cents=settings.min_amount_cents, max_cents=settings.max_amount_cents))
     keyed = keys.assign_row_keys(checked, batch_id)
+    del checked
     unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
     log.info("sheet_checked", rows=len(keyed), invalid=int((~keyed["is_valid"]).sum()),
              duplicates=len(duplicates), stage="validate")
+    keyed = keyed[list(report.SHEET_COLUMNS)]  # all the report needs of every row: the texts live on in `unique`
     meta: dict[str, Any] = {"batch_id": batch_id, "dry_run": dry_run}
     outcome = None
     with Ledger(settings.ledger_path, lock=not dry_run) as ledger, stop_on_signals() as stop:
