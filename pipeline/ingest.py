@@ -37,6 +37,8 @@ LOCALISED_COLUMNS = ("public_title", "public_message")
 
 _LANG_COLUMN = re.compile(r"^(public_title|public_message)_([a-z0-9]+)$")
 _SEPARATORS = re.compile(r"[\s\-]+")
+_REPEATED = frozenset({"user_id", "amount", "public_title", "public_message", "without_message"})
+_REPEATED_TYPE = pa.dictionary(pa.int32(), pa.string())
 _SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx"}
 
 
@@ -128,12 +130,15 @@ def _read_csv(p: Path) -> pa.Table:
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise SheetError(f"{p}: repeated column name(s) {', '.join(map(repr, dup))}")
+    # Columns that repeat their values by nature are dictionary-encoded as they are parsed: a title is then
+    # stored once per block, not once per row (1M finance rows: ~250 MB less), and not hashed again later.
+    types = {n: _REPEATED_TYPE if normalise_header(n) in _REPEATED else pa.string() for n in names}
     return pacsv.read_csv(
         p,
         read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True),
         parse_options=pacsv.ParseOptions(newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in names},
+            column_types=types,
             strings_can_be_null=False,
             quoted_strings_can_be_null=False,
         ),
@@ -292,11 +297,14 @@ def _clean_text(col: pa.ChunkedArray, out: np.ndarray | None = None) -> np.ndarr
         out = np.empty(n, dtype=object)
     if n == 0:
         return out
-    sample = col.slice(0, 20_000)
-    if pc.count_distinct(sample).as_py() > 0.95 * len(sample):  # all distinct (assignment ids): convert directly
-        out[:] = _trimmed(col).to_numpy(zero_copy_only=False)
-        return out
-    encoded = pc.dictionary_encode(col).combine_chunks()
+    if pa.types.is_dictionary(col.type):  # encoded by the CSV reader, a dictionary per block: unify them
+        encoded = col.unify_dictionaries().combine_chunks()
+    else:
+        sample = col.slice(0, 20_000)
+        if pc.count_distinct(sample).as_py() > 0.95 * len(sample):  # all distinct (assignment ids): convert directly
+            out[:] = _trimmed(col).to_numpy(zero_copy_only=False)
+            return out
+        encoded = pc.dictionary_encode(col).combine_chunks()
     uniques = np.concatenate([_trimmed(encoded.dictionary).to_numpy(zero_copy_only=False).astype(object),
                               np.array([None], dtype=object)])
     np.take(uniques, encoded.indices.fill_null(len(uniques) - 1).to_numpy(), out=out)
