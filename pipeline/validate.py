@@ -1,11 +1,9 @@
 """Check every row of the canonical sheet frame and report every problem of every row, in plain words.
 
-One schema (column -> checks), every check run on every row, so a row with three problems shows all
-three. Each check is vectorised: texts are parsed once per *distinct* value (sheets repeat amounts and
-titles), amounts with integer arithmetic on their digits, never floats. The failures become our error
-frame (`source_file`, `source_row`, `column`, `code`, `message`); codes are `ErrorCode`, messages are for
-people. (This was a pandera schema validated lazily; the few lines of `_failures` give the same failures
-without pandera's ~0.5 s import and its per-check null scans over 1M-row columns.)
+One pandera schema, validated lazily, so a row with three problems shows all three. Each check is
+vectorised: texts are parsed once per *distinct* value (sheets repeat amounts and titles), amounts
+with integer arithmetic on their digits, never floats. pandera's `failure_cases` become our error frame
+(`source_file`, `source_row`, `column`, `code`, `message`); codes are `ErrorCode`, messages are for people.
 
 Documented limits (all configurable through `ValidationRules`):
 - amount: digits with an optional "$" and at most `max_decimals` decimals (trailing zeros do not count:
@@ -30,8 +28,10 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
+import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
+from pandera.errors import SchemaErrors
 
 from pipeline.contract import TEXT_COLUMNS, codes_column, factorize_text, release_memory
 from pipeline.money import format_usd
@@ -219,23 +219,14 @@ class _Context:
 # --- the schema ---------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Check:
-    code: ErrorCode
-    fn: Callable[[pd.Series], Any]  # the column -> True per row that passes (missing cells included)
+def _check(code: ErrorCode, fn: Callable[[pd.Series], Any]) -> pa.Check:
+    def run(s: pd.Series) -> pd.Series:
+        return pd.Series(np.asarray(fn(s), dtype=bool), index=s.index)
+
+    return pa.Check(run, name=code.value, error=code.value, ignore_na=False)
 
 
-@dataclass(frozen=True)
-class _Column:
-    nullable: bool  # False: a missing cell is a REQUIRED error
-    checks: list[_Check]
-
-
-def _check(code: ErrorCode, fn: Callable[[pd.Series], Any]) -> _Check:
-    return _Check(code, fn)
-
-
-def _schema(ctx: _Context) -> dict[str, _Column]:
+def _schema(ctx: _Context) -> pa.DataFrameSchema:
     r = ctx.rules
 
     def user_id_ok(s: pd.Series) -> np.ndarray:
@@ -251,7 +242,7 @@ def _schema(ctx: _Context) -> dict[str, _Column]:
 
         return ok
 
-    def text_checks(column: str, max_len: int) -> list[_Check]:
+    def text_checks(column: str, max_len: int) -> list[pa.Check]:
         wm, wm_ok = ctx.without_message()
         has_text = lambda: ctx.text_attr(column, lambda p: p.n_languages > 0, False, bool)  # noqa: E731
         present = lambda: ctx.text_objects(column)[0] >= 0  # noqa: E731 - notna from the cached codes, no isna pass
@@ -279,8 +270,8 @@ def _schema(ctx: _Context) -> dict[str, _Column]:
         return lambda s: ctx.lengths(column) <= max_len
 
     columns = {
-        "user_id": _Column(nullable=False, checks=[_check(ErrorCode.USER_ID_FORMAT, user_id_ok)]),
-        "amount": _Column(
+        "user_id": pa.Column(nullable=False, checks=[_check(ErrorCode.USER_ID_FORMAT, user_id_ok)]),
+        "amount": pa.Column(
             nullable=False,
             checks=[
                 _check(ErrorCode.AMOUNT_NOT_A_NUMBER, lambda s: ctx.amounts().is_number),
@@ -289,13 +280,13 @@ def _schema(ctx: _Context) -> dict[str, _Column]:
                 _check(ErrorCode.AMOUNT_TOO_LARGE, amount_range(low=False)),
             ],
         ),
-        "without_message": _Column(nullable=True, checks=[_check(ErrorCode.NOT_A_BOOLEAN, lambda s: ctx.without_message()[1])]),
-        "public_title": _Column(nullable=True, checks=text_checks("public_title", r.max_title_len)),
-        "public_message": _Column(nullable=True, checks=text_checks("public_message", r.max_message_len)),
-        "private_comment": _Column(
+        "without_message": pa.Column(nullable=True, checks=[_check(ErrorCode.NOT_A_BOOLEAN, lambda s: ctx.without_message()[1])]),
+        "public_title": pa.Column(nullable=True, checks=text_checks("public_title", r.max_title_len)),
+        "public_message": pa.Column(nullable=True, checks=text_checks("public_message", r.max_message_len)),
+        "private_comment": pa.Column(
             nullable=True, checks=[_check(ErrorCode.TEXT_TOO_LONG, length_ok("private_comment", r.max_comment_len))]
         ),
-        "bonus_key": _Column(
+        "bonus_key": pa.Column(
             nullable=True,
             checks=[
                 _check(ErrorCode.TEXT_TOO_LONG, length_ok("bonus_key", r.max_bonus_key_len)),
@@ -303,23 +294,7 @@ def _schema(ctx: _Context) -> dict[str, _Column]:
             ],
         ),
     }
-    return columns
-
-
-def _failures(work: pd.DataFrame, schema: dict[str, _Column], ctx: _Context) -> pd.DataFrame | None:
-    """(index, column, check) of every failed check of every row: all checks run on all rows, none stops
-    another (what pandera's lazy validation gave, without its import and per-check overhead)."""
-    parts = []
-    for column, spec in schema.items():
-        s = work[column]
-        if not spec.nullable:
-            missing = np.flatnonzero(ctx.codes(column)[0] < 0)
-            parts.append(pd.DataFrame({"index": missing, "column": column, "check": "not_nullable"}))
-        for check in spec.checks:
-            failed = np.flatnonzero(~np.asarray(check.fn(s), dtype=bool))
-            parts.append(pd.DataFrame({"index": failed, "column": column, "check": check.code.value}))
-    parts = [p for p in parts if len(p)]
-    return pd.concat(parts, ignore_index=True) if parts else None
+    return pa.DataFrameSchema(columns, strict=False, coerce=False, ordered=False)
 
 
 def _languages(p: _TextObject) -> list[str]:
@@ -345,7 +320,12 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
         if c not in work.columns:
             work[c] = pd.Series([None] * len(work), dtype=object)
     ctx = _Context(rules, work)
-    errors = _errors_frame(work, _failures(work, _schema(ctx), ctx), ctx)
+    failures = None
+    try:
+        _schema(ctx).validate(work, lazy=True, inplace=True)
+    except SchemaErrors as exc:
+        failures = exc.failure_cases
+    errors = _errors_frame(work, failures, ctx)
     a, without = ctx.amounts(), ctx.without_message()[0]
     # the frame carries the codes of user_id, title and message (contract.CARRIED_CODES): keys and dedupe
     # read them instead of factorising the same columns again
@@ -361,7 +341,8 @@ def validate_rows(frame: pd.DataFrame, rules: ValidationRules | None = None) -> 
         row_codes = np.append(final_codes, -1)[codes]  # code -1 (missing) picks the appended -1
         texts[column] = np.append(np.asarray(final_uniques, dtype=object), np.array([None], dtype=object))[row_codes]
         carried[column] = row_codes.astype(np.int32)
-    # drop the parsed data now: nothing of it outlives this call
+    # pandera keeps the schema (whose checks hold ctx) in a registry keyed by the frame; drop the
+    # parsed data now so no frame outlives this call
     ctx.cache.clear()
     ctx.frame = None
 
