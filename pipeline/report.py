@@ -100,12 +100,17 @@ class Summary:
             rows_total=self.rows_total,
             counts=dict(count),
             amounts={s: format_cents(amount[s]) for s in STATUSES},
+            # As Toloka's operation details count them: items the server paid / refused. Rows never sent
+            # (invalid, duplicate, held, already paid) have counts of their own (README "summary.json").
             success_count=count["paid"],
-            failed_count=count["failed"] + count["invalid"],
+            failed_count=count["failed"],
             pending_count=count["pending"] + count["unknown"],
+            invalid_count=count["invalid"],
+            duplicate_count=count["duplicate"],
             amount_paid=format_cents(amount["paid"]),
-            amount_failed=format_cents(amount["failed"] + amount["invalid"]),
+            amount_failed=format_cents(amount["failed"]),
             amount_pending=format_cents(amount["pending"] + amount["unknown"]),
+            amount_invalid=format_cents(amount["invalid"]),
         )
         if self.reports:
             doc["reports"] = dict(self.reports)
