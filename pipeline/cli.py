@@ -15,12 +15,12 @@ from typing import Any
 
 import structlog
 
-from pipeline import logs, report
+from pipeline import logs, progress, report
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
-from pipeline.errors import PayoutError, UsageError
+from pipeline.errors import PayoutError, UsageError, next_step
 from pipeline.run import RunResult, retry_failed, run_payout
 from pipeline.signals import latch, latched, stop_on_signals
-from pipeline.target import Target
+from pipeline.target import Target, make_client
 
 EXIT_CODES = """exit codes:
   0  every valid row is paid
@@ -44,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES,
     )
-    parser.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _command(
@@ -88,7 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = sub.add_parser("sandbox", help="start the local Toloka-compatible API server",
                              description="A local server that speaks Toloka's user-bonuses and operations API, "
-                                         "with fault injection. See README 'Sandbox'.")
+                                         "with fault injection. See README 'Sandbox'.",
+                             epilog="example:\n  TOLOKA_TOKEN=secret payout sandbox --db /tmp/sandbox.sqlite --port 8000",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _log_flags(sandbox, suppress=True)
     sandbox_arguments(sandbox)
 
     audit = _command(sub, "audit", "reconcile the ledger against the server's own list of bonuses", epilog=None,
@@ -116,8 +118,37 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command(sub: Any, name: str, help: str, description: str, epilog: str | None = EXIT_CODES
              ) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    example = EXAMPLES.get(name)
+    if example:
+        epilog = f"example:\n  {example}\n\n{epilog or ''}".rstrip() + "\n"
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _log_flags(p, suppress=True)
+    return p
+
+
+EXAMPLES = {
+    "run": "payout run bonuses.csv --env production --batch-id bonuses-2026-w48 --dry-run",
+    "retry": "payout retry --env production --run 20261130T020000Z-ab12",
+    "audit": "payout audit --env production --run 20261130T020000Z-ab12",
+    "recover": "payout recover --env production --since 2026-11-01",
+    "status": "payout status --env production            # the last runs; add a RUN_ID or --json",
+}
+
+
+def _log_flags(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The log flags, on the main parser (real defaults) and on every command (SUPPRESS: a flag given after
+    the command overrides, one not given leaves the main parser's value), so `payout run --log-json` works."""
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-json", action="store_true", default=default(False),
+                   help="JSON log lines even on a terminal (off a terminal they always are)")
+    g.add_argument("--log-level", default=default("info"), choices=["debug", "info", "warning", "error"])
+    g.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                   help="warnings and errors only; no progress")
+    g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug log lines")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -218,13 +249,21 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure_logging(json=True if args.log_json else None, level=args.log_level)
+    level = "debug" if args.verbose else "warning" if args.quiet and args.log_level == "info" else args.log_level
+    _say.json = logs.configure_logging(json=True if args.log_json else None, level=level)
+    _say.quiet = args.quiet
+    progress.set_quiet(args.quiet)
     structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
-    if args.command == "sandbox":
-        return _command_code(args, parser)
-    with stop_on_signals() as stop:  # one for the whole command: no signal kills it half-way
-        code = _command_code(args, parser)
-    return 128 + stop.signum if stop.signum and code < 128 else code
+    # Ledgers, reports and sandbox files are owner-only (0600/0700) whatever the umask: they name users and amounts.
+    umask = os.umask(0o077)
+    try:
+        if args.command == "sandbox":
+            return _command_code(args, parser)
+        with stop_on_signals() as stop:  # one for the whole command: no signal kills it half-way
+            code = _command_code(args, parser)
+        return 128 + stop.signum if stop.signum and code < 128 else code
+    finally:
+        os.umask(umask)  # (main also runs in-process, in tests)
 
 
 def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -251,6 +290,7 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                     result = run_payout(args.sheets, settings, target, batch_id=batch_id)
         elif args.command == "retry":
             with api_target(settings) as target:
+                _check_token(target, settings)
                 result = retry_failed(settings, target, run_id=args.run_id)
         elif args.command == "audit":
             from pipeline.audit import KINDS, run_audit
@@ -270,22 +310,47 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             parser.error(f"unknown command {args.command}")
         return _finish(result)
     except PayoutError as e:
-        print(f"payout: error: {e}", file=sys.stderr)
+        message = logs.scrub(str(e))
+        advice = next_step(e) if e.exit_code != 2 else None
+        text = f"payout: error: {message}" + (f" — {advice}" if advice else "")
+        _say("error", text, level="error", message=message, exit_code=e.exit_code, next_step=advice,
+             error=type(e).__name__)
         return e.exit_code
     except KeyboardInterrupt:
-        print("payout: interrupted; the ledger is consistent, run the same command again to resume",
-              file=sys.stderr)
+        _say("interrupted", "payout: interrupted; the ledger is consistent, run the same command again to resume",
+             level="warning", exit_code=130)
         return 130
+
+
+class _Say:
+    """Messages for people: plain text on a terminal, one JSON log event off it (a scheduler's log stays JSON)."""
+
+    json = False
+    quiet = False
+
+    def __call__(self, event: str, text: str, *, level: str = "info", **fields: Any) -> None:
+        if self.json:
+            getattr(structlog.get_logger("payout"), level)(event, **fields)
+        elif level in ("warning", "error") or not self.quiet:
+            print(text, file=sys.stderr)
+
+
+_say = _Say()
+
+
+def _check_token(target: Target, settings: Settings) -> None:
+    """One GET of an operation that does not exist: a refused token raises AuthRefused (exit 3) even when there
+    is nothing to resend, so a nightly `payout retry` with a wrong token alerts instead of exiting 0."""
+    with make_client(target, settings) as client:
+        client.get_operation(f"payout-token-check-{secrets.token_hex(4)}")
 
 
 def _announce(settings: Settings) -> None:
     """Every run says where its data lives: one plain stderr line and one structured log event (after the
     usage checks, so a refused run prints just its one error line)."""
-    print(f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports {settings.out_dir})",
-          file=sys.stderr)
-    structlog.get_logger("payout").info("data_dir", data_dir=str(settings.data_dir),
-                                        ledger=str(settings.ledger_path), reports=str(settings.out_dir),
-                                        target=settings.target_id)
+    _say("data_dir", f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports "
+         f"{settings.out_dir})", data_dir=str(settings.data_dir), ledger=str(settings.ledger_path),
+         reports=str(settings.out_dir), target=settings.target_id)
 
 
 def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
@@ -309,7 +374,9 @@ def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
 def _finish(result: RunResult) -> int:
     print(report.format_summary(result.summary))
     if result.stopped_by is not None:
-        print(f"\nStopped early: {result.stopped_by}", file=sys.stderr)
+        message, advice = logs.scrub(str(result.stopped_by)), next_step(result.stopped_by)
+        _say("stopped_early", f"\nStopped early: {message}\nNext: {advice}", level="error", message=message,
+             next_step=advice, exit_code=result.exit_code, error=type(result.stopped_by).__name__)
     return result.exit_code
 
 

@@ -381,7 +381,8 @@ def _attention(counts: dict[str, int], meta: dict[str, Any]) -> list[str]:
         out.append(f"{_rows(counts['duplicate'])} duplicate — see the note column for the row each repeats")
     if counts["pending"]:
         when = f" after {meta['rerun_after']}" if meta.get("rerun_after") else ""
-        out.append(f"{_rows(counts['pending'])} pending — run `payout run` again{when}; nothing is paid twice")
+        then = (meta.get("next_step") if not when else None) or f"run `payout run` again{when}; nothing is paid twice"
+        out.append(f"{_rows(counts['pending'])} pending — {then}")
     if counts["unknown"]:
         out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; the next run asks the server again, "
                    "`payout audit` names the bonus")
