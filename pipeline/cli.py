@@ -8,16 +8,17 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from pipeline import logs, progress, report
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
-from pipeline.errors import PayoutError, UsageError, next_step
+from pipeline.errors import LedgerLocked, PayoutError, UsageError, next_step
 from pipeline.run import RunResult, retry_failed, run_payout
 from pipeline.signals import latch, latched, stop_on_signals
 from pipeline.target import Target, make_client
@@ -113,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
                               "ISO 8601 time (default: now)")
     _target_args(recover)
     _wait_arg(recover)
+
+    status = _command(
+        sub, "status", "what the last runs did, from the ledger: counts, totals, open operations, next step",
+        "Reads the target's ledger (never the network, never a lock): when each run started and finished, its "
+        "batch and sheets, rows per status and the amount paid, operations still open, and the next step in "
+        "words. Exit 0, or 2 for a RUN_ID the ledger does not hold.", epilog=None)
+    status.add_argument("run_id", nargs="?", metavar="RUN_ID", help="one run (default: the last --last runs)")
+    status.add_argument("--last", type=int, default=5, metavar="N", help="how many runs to show (default 5)")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
+    _target_args(status)
+    for p in (run, retry, audit, recover):
+        p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
+                       help="when another payout run holds the ledger, wait up to this long for it to finish "
+                            "(default 0: exit 4 at once), e.g. for overlapping nightly runs")
     return parser
 
 
@@ -273,6 +288,8 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
             return run_sandbox(args)
         settings = settings_from(args)
+        if args.command == "status":
+            return _status(args, settings)
         sends = not (args.command == "run" and args.dry_run)
         if sends and not settings.embedded:
             token_from_env(required=True)  # before any folder is made or any ledger is opened
@@ -287,16 +304,16 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
                 result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True)
             else:
                 with api_target(settings) as target:
-                    result = run_payout(args.sheets, settings, target, batch_id=batch_id)
+                    result = _waiting(args, lambda: run_payout(args.sheets, settings, target, batch_id=batch_id))
         elif args.command == "retry":
             with api_target(settings) as target:
                 _check_token(target, settings)
-                result = retry_failed(settings, target, run_id=args.run_id)
+                result = _waiting(args, lambda: retry_failed(settings, target, run_id=args.run_id))
         elif args.command == "audit":
             from pipeline.audit import KINDS, run_audit
 
             with api_target(settings) as target:
-                audited = run_audit(settings, target, args.run_id)
+                audited = _waiting(args, lambda: run_audit(settings, target, args.run_id))
             print(f"Audit of {audited.scope} against {target.label or target.api_url}")
             for kind in KINDS:
                 print(f"  {kind:<11} {audited.counts[kind]:>9,}")
@@ -305,7 +322,7 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         elif args.command == "recover":
             assert run_recover is not None
             with api_target(settings) as target:
-                return run_recover(settings, target, since=args.since, until=args.until)
+                return _waiting(args, lambda: run_recover(settings, target, since=args.since, until=args.until))
         else:  # pragma: no cover - argparse rejects unknown commands
             parser.error(f"unknown command {args.command}")
         return _finish(result)
@@ -336,6 +353,41 @@ class _Say:
 
 
 _say = _Say()
+
+
+T = TypeVar("T")
+LOCK_POLL_S = 2.0
+_sleep = time.sleep  # (a test replaces it to let the other run go)
+
+
+def _waiting(args: argparse.Namespace, work: Callable[[], T]) -> T:
+    """`work()`, tried again while another run holds the ledger lock, for up to --lock-timeout seconds.
+
+    Safe to repeat: the lock is taken before anything is recorded or sent, so a refused attempt did nothing."""
+    deadline = time.monotonic() + max(0.0, getattr(args, "lock_timeout", 0.0) or 0.0)
+    while True:
+        try:
+            return work()
+        except LedgerLocked:
+            left = deadline - time.monotonic()
+            with stop_on_signals() as stop:  # the command's own: a signal while waiting ends the wait
+                stopped = stop.signum is not None
+            if left <= 0 or stopped or latched():
+                raise
+            _say("waiting_for_lock", f"payout: the ledger is in use by another run; waiting up to {left:.0f} s",
+                 seconds_left=round(left, 1))
+            _sleep(min(LOCK_POLL_S, left))
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """`payout status`: read-only; exit 2 only for a RUN_ID the ledger does not hold."""
+    from pipeline import status
+
+    doc = status.collect(settings.ledger_path, settings.out_dir, args.run_id, max(1, args.last))
+    if args.run_id and not doc["runs"]:
+        raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
+    print(status.as_json(doc) if args.json else status.format_status(doc))
+    return 0
 
 
 def _check_token(target: Target, settings: Settings) -> None:

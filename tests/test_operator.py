@@ -122,3 +122,82 @@ def test_log_flags_before_or_after_the_command(where: str) -> None:
     args = build_parser().parse_args(argv)
     assert args.log_json and args.quiet and not args.verbose
     assert not build_parser().parse_args(["retry"]).log_json
+
+
+# -- payout status -----------------------------------------------------------------------------------------------
+
+
+def _run(sandbox_url: str, tmp_path: Path, sheet: Path, *extra: str) -> int:
+    return main(["run", str(sheet), "--api-url", sandbox_url, "--out", str(tmp_path / "r"),
+                 "--ledger", str(tmp_path / "l.sqlite"), *extra])
+
+
+def _status(tmp_path: Path, capsys, *extra: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["status", "--ledger", str(tmp_path / "l.sqlite"), "--out", str(tmp_path / "r"), *extra])
+    return code, capsys.readouterr().out
+
+
+def test_status_names_the_last_runs_their_counts_and_the_next_step(sandbox, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("TOLOKA_TOKEN", TOKEN)
+    sheet = write_csv(tmp_path / "p.csv", [row(i) for i in range(5)] + [row(50, amount="-1"), row(51, amount="x")])
+    assert _run(sandbox.url, tmp_path, sheet, "--batch-id", "nightly-1") == 1
+    code, text = _status(tmp_path, capsys)
+    assert code == 0
+    assert "batch nightly-1" in text and str(sheet) in text and "paid 5" in text and "invalid 2" in text
+    assert "fix rows 7, 8 of p.csv and re-run" in text and "$" in text
+    code, out = _status(tmp_path, capsys, "--json")
+    doc = json.loads(out)
+    [run] = doc["runs"]
+    assert doc["target"] == sandbox.url and doc["open_operations"] == 0
+    assert run["counts"] == {"paid": 5, "invalid": 2} and run["ledger_rows"] == {"paid": 5}
+    assert run["finished"] and run["sheets"] == [str(sheet)] and run["operations"] == {"done": 1}
+    # the same run by id; a fixed sheet then leaves nothing to do
+    assert _status(tmp_path, capsys, run["run_id"], "--json")[1] == out
+    write_csv(sheet, [row(i) for i in range(5)])
+    assert _run(sandbox.url, tmp_path, sheet, "--batch-id", "nightly-1") == 0
+    latest = json.loads(_status(tmp_path, capsys, "--json")[1])["runs"][0]
+    assert latest["next_step"].startswith("nothing to do") and latest["counts"] == {"already_paid": 5}
+
+
+def test_status_of_a_run_killed_before_its_report(tmp_path, capsys) -> None:
+    from pipeline.ledger import Ledger
+
+    with Ledger(tmp_path / "l.sqlite") as ledger:  # what a SIGKILL after start_run leaves behind
+        ledger.start_run("20261130T020000.000000Z-dead", "b", "run", {"sheets": ["s.csv"], "env": "local"},
+                         sheet_rows=10, to_plan=10)
+    code, text = _status(tmp_path, capsys)
+    assert code == 0 and "did not finish" in text and "run the same command again" in text
+    assert "ledger (no report)" in text
+
+
+def test_status_of_an_unknown_run_is_exit_2_and_of_no_ledger_creates_none(tmp_path, capsys) -> None:
+    code, text = _status(tmp_path, capsys)
+    assert code == 0 and "No runs" in text and not (tmp_path / "l.sqlite").exists()
+    assert _status(tmp_path, capsys, "nope")[0] == 2
+
+
+# -- --lock-timeout ----------------------------------------------------------------------------------------------
+
+
+def test_lock_timeout_waits_for_the_other_run(sandbox, tmp_path, monkeypatch, capsys) -> None:
+    import pipeline.cli as cli
+    from pipeline.ledger import Ledger
+
+    monkeypatch.setenv("TOLOKA_TOKEN", TOKEN)
+    sheet = write_csv(tmp_path / "p.csv", [row(i) for i in range(3)])
+    other = Ledger(tmp_path / "l.sqlite").__enter__()  # another run holds the real lock
+    try:
+        assert _run(sandbox.url, tmp_path, sheet, "--batch-id", "w") == 4  # default: no waiting
+        waits: list[float] = []
+
+        def other_run_finishes(seconds: float) -> None:  # instead of sleeping: the holder lets go
+            waits.append(seconds)
+            other.__exit__()
+
+        monkeypatch.setattr(cli, "_sleep", other_run_finishes)
+        assert _run(sandbox.url, tmp_path, sheet, "--batch-id", "w", "--lock-timeout", "600") == 0
+        assert len(waits) == 1
+        assert any(e["event"] == "waiting_for_lock" for e in events(capsys.readouterr().err))
+    finally:
+        other.__exit__()
