@@ -22,6 +22,7 @@ from pipeline.errors import LedgerLocked, PayoutError, UsageError, next_step
 from pipeline.run import RunResult, retry_failed, run_payout
 from pipeline.signals import latch, latched, stop_on_signals
 from pipeline.target import Target, make_client
+from pipeline.toloka import refuse_plain_http
 
 EXIT_CODES = """exit codes:
   0  every valid row is paid
@@ -293,6 +294,7 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         sends = not (args.command == "run" and args.dry_run)
         if sends and not settings.embedded:
             token_from_env(required=True)  # before any folder is made or any ledger is opened
+            refuse_plain_http(str(settings.api_url))  # and never in clear to a host other than loopback
         sheets = args.sheets if args.command == "run" else ()
         batch_id = (resolve_batch_id(args.batch_id, settings, sheets, embedded=settings.embedded)
                     if args.command == "run" else "")
