@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from pipeline import logs, progress, report
+from pipeline import html_report, logs, progress, report, signoff
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
 from pipeline.errors import LedgerLocked, PayoutError, UsageError, next_step
 from pipeline.run import RunResult, retry_failed, run_payout
@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     _say.quiet = args.quiet
     progress.set_quiet(args.quiet)
     structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
+    report.EXTRA_WRITERS[:] = [html_report.write, signoff.write]  # report.html per run; plan.txt per dry run
     # Ledgers, reports and sandbox files are owner-only (0600/0700) whatever the umask: they name users and amounts.
     umask = os.umask(0o077)
     try:
@@ -427,6 +428,8 @@ def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
 
 def _finish(result: RunResult) -> int:
     print(report.format_summary(result.summary))
+    if "plan" in result.summary.reports:  # a dry run: the plan to sign off
+        print("\n" + Path(result.summary.reports["plan"]).read_text(encoding="utf-8"), end="")
     if result.stopped_by is not None:
         message, advice = logs.scrub(str(result.stopped_by)), next_step(result.stopped_by)
         _say("stopped_early", f"\nStopped early: {message}\nNext: {advice}", level="error", message=message,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -232,6 +233,13 @@ def ledger_rows(run_id: str, rows: pd.DataFrame, states: pd.DataFrame) -> pd.Dat
                 "operation_id", "bonus_id", "note"]]
 
 
+# More files beside the Parquet ones (the CLI adds the HTML page and a dry run's sign-off plan): each gets
+# (run_dir, summary, rows, operations) once those are written and returns {name: path} for summary.json's
+# `reports`. A hook, so this stage stays free of presentation.
+ExtraWriter = Callable[[Path, Summary, pd.DataFrame, pd.DataFrame], dict[str, str]]
+EXTRA_WRITERS: list[ExtraWriter] = []
+
+
 def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd.DataFrame, meta: dict) -> Summary:
     """Write OUT/<run_id>/{rows,operations}.parquet and summary.json, each atomically; return the summary.
 
@@ -250,6 +258,8 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
                                   reports={name: str(path) for name, path in paths.items()})
     _atomic(paths["rows"], lambda tmp: _write_rows(rows, tmp))
     _atomic(paths["operations"], lambda tmp: pq.write_table(ops_table, tmp))
+    for extra in EXTRA_WRITERS:
+        summary.reports.update(extra(run_dir, summary, rows, operations))
     text = json.dumps(summary.as_json(), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     _atomic(paths["summary"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return summary
