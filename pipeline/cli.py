@@ -44,7 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ledgers and reports live in one data folder (--data-dir, $PAYOUT_DATA_DIR, default "
                     "$XDG_DATA_HOME/payout or ~/.local/share/payout), so runs from any folder share them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXIT_CODES,
+        epilog="examples:\n  payout run payouts.csv --dry-run        # the plan to sign off; sends nothing\n"
+               "  payout run payouts.csv                  # pay it (embedded sandbox; --env production for real)\n"
+               "  payout status                           # what the last runs did, and the next step\n\n"
+               + EXIT_CODES,
     )
     _log_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
