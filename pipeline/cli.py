@@ -305,6 +305,8 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         run_recover = _recover_checked(args) if args.command == "recover" else None
         preflight(settings, sheets)
         _announce(settings)
+        if sends and args.command in ("run", "retry"):
+            _warn_unfinished(settings)
         if args.command == "run":
             if args.dry_run:
                 result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True)
@@ -394,6 +396,20 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
         raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
     print(status.as_json(doc) if args.json else status.format_status(doc))
     return 0
+
+
+def _warn_unfinished(settings: Settings) -> None:
+    """A run killed outright (SIGKILL, power loss) writes no report and says nothing: the next run says it."""
+    if not settings.ledger_path.exists():
+        return
+    from pipeline.ledger import Ledger
+
+    with Ledger(settings.ledger_path, lock=False) as ledger:
+        last = ledger.latest_run()
+    if last is not None and last["finished"] is None:
+        _say("previous_run_unfinished", f"payout: run {last['run_id']} (batch {last['batch_id']}) never finished: "
+             "it was killed, or is still running; this run resumes its open operations (`payout status` shows it)",
+             level="warning", unfinished_run_id=last["run_id"], unfinished_batch_id=last["batch_id"])
 
 
 def _check_token(target: Target, settings: Settings) -> None:

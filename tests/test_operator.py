@@ -161,7 +161,8 @@ def test_status_names_the_last_runs_their_counts_and_the_next_step(sandbox, tmp_
     assert latest["next_step"].startswith("nothing to do") and latest["counts"] == {"already_paid": 5}
 
 
-def test_status_of_a_run_killed_before_its_report(tmp_path, capsys) -> None:
+def test_status_of_a_run_killed_before_its_report_and_the_next_run_says_so(sandbox, tmp_path, monkeypatch,
+                                                                            capsys) -> None:
     from pipeline.ledger import Ledger
 
     with Ledger(tmp_path / "l.sqlite") as ledger:  # what a SIGKILL after start_run leaves behind
@@ -170,6 +171,11 @@ def test_status_of_a_run_killed_before_its_report(tmp_path, capsys) -> None:
     code, text = _status(tmp_path, capsys)
     assert code == 0 and "did not finish" in text and "run the same command again" in text
     assert "ledger (no report)" in text
+    monkeypatch.setenv("TOLOKA_TOKEN", TOKEN)
+    assert main(["retry", "--api-url", sandbox.url, "--out", str(tmp_path / "r"),
+                 "--ledger", str(tmp_path / "l.sqlite")]) == 1  # (the killed run's rows were never planned)
+    [warning] = [e for e in events(capsys.readouterr().err) if e["event"] == "previous_run_unfinished"]
+    assert warning["unfinished_run_id"] == "20261130T020000.000000Z-dead" and warning["level"] == "warning"
 
 
 def test_status_of_an_unknown_run_is_exit_2_and_of_no_ledger_creates_none(tmp_path, capsys) -> None:
