@@ -31,11 +31,11 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")
-    stream = sys.stderr if stream is None else stream  # the stderr of now (a test may have replaced it)
     if json is None:
-        json = not _isatty(stream)
+        json = not _isatty(sys.stderr if stream is None else stream)
+    out: Any = _CurrentStderr() if stream is None else stream
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(stream))
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(out))
     )
     structlog.configure(
         processors=[
@@ -49,7 +49,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=stream),
+        logger_factory=structlog.WriteLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
     return json
@@ -108,6 +108,19 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
-def _isatty(stream: TextIO) -> bool:
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is at each write (pytest swaps it per test; a stream bound once goes stale)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return _isatty(sys.stderr)
+
+
+def _isatty(stream: Any) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())
