@@ -32,7 +32,7 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
     """The plan as text."""
     meta = summary.meta
     to_pay = rows[rows["status"] == "planned"]
-    cents = to_pay["amount_cents"].astype("int64")
+    cents = to_pay["amount_cents"].astype("Int64").fillna(0).astype("int64")  # (a planned row always has one)
     lines = [f"Payout plan for batch {meta.get('batch_id')} (dry run {meta.get('run_id')}: nothing was sent)",
              f"  To pay:  {_rows(len(to_pay))}  {to_pay['user_id'].nunique():,} distinct users  "
              f"total {format_usd(int(cents.sum()))}"]

@@ -126,3 +126,20 @@ def test_report_html_renders_in_headless_chromium(sandbox, tmp_path, monkeypatch
     assert png_distinct_bytes(shot) > 64  # ...and the report as text, tables and colours
     assert "Problem rows (3)" in dom and "<script>alert(2)</script>" not in dom and "&lt;script&gt;" in dom
     assert TOKEN not in dom and TOKEN not in shot.decode("latin-1")
+
+
+def test_plan_and_page_render_rows_without_amounts(tmp_path) -> None:
+    """Rows whose amount could not be read (NA) must not break the page or the plan."""
+    import pandas as pd
+
+    from pipeline import html_report, signoff
+    from pipeline.report import summarize
+
+    rows = pd.DataFrame({
+        "run_id": "r", "source_file": "p.csv", "source_row": [2, 3], "row_key": ["a", "b"], "user_id": ["u", "v"],
+        "amount_cents": pd.array([150, None], dtype="Int64"), "status": ["planned", "planned"],
+        "errors": [[], [{"column": "amount", "code": "x", "message": "<b>bad</b>"}]], "operation_id": None,
+        "bonus_id": None, "note": None})
+    summary = summarize(rows, {"run_id": "r", "batch_id": "b", "dry_run": True})
+    assert "total $1.50" in signoff.render(summary, rows, tmp_path)
+    assert "Problem rows</h2><p>None.</p>" in html_report.render(summary, rows, pd.DataFrame())
