@@ -8,19 +8,21 @@ import os
 import re
 import secrets
 import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from pipeline import logs, report
+from pipeline import html_report, logs, progress, report, signoff
 from pipeline.config import Settings, load_settings, preflight, resolve_batch_id, token_from_env
-from pipeline.errors import PayoutError, UsageError
+from pipeline.errors import LedgerLocked, PayoutError, UsageError, next_step
 from pipeline.run import RunResult, retry_failed, run_payout
 from pipeline.signals import latch, latched, stop_on_signals
-from pipeline.target import Target
+from pipeline.target import Target, make_client
+from pipeline.toloka import refuse_plain_http
 
 EXIT_CODES = """exit codes:
   0  every valid row is paid
@@ -42,10 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "Ledgers and reports live in one data folder (--data-dir, $PAYOUT_DATA_DIR, default "
                     "$XDG_DATA_HOME/payout or ~/.local/share/payout), so runs from any folder share them.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXIT_CODES,
+        epilog="examples:\n  payout run payouts.csv --dry-run        # the plan to sign off; sends nothing\n"
+               "  payout run payouts.csv                  # pay it (embedded sandbox; --env production for real)\n"
+               "  payout status                           # what the last runs did, and the next step\n\n"
+               + EXIT_CODES,
     )
-    parser.add_argument("--log-json", action="store_true", help="JSON log lines even on a terminal")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    _log_flags(parser, suppress=False)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = _command(
@@ -88,7 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sandbox = sub.add_parser("sandbox", help="start the local Toloka-compatible API server",
                              description="A local server that speaks Toloka's user-bonuses and operations API, "
-                                         "with fault injection. See README 'Sandbox'.")
+                                         "with fault injection. See README 'Sandbox'.",
+                             epilog="example:\n  TOLOKA_TOKEN=secret payout sandbox --db /tmp/sandbox.sqlite --port 8000",
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+    _log_flags(sandbox, suppress=True)
     sandbox_arguments(sandbox)
 
     audit = _command(sub, "audit", "reconcile the ledger against the server's own list of bonuses", epilog=None,
@@ -111,13 +118,56 @@ def build_parser() -> argparse.ArgumentParser:
                               "ISO 8601 time (default: now)")
     _target_args(recover)
     _wait_arg(recover)
+
+    status = _command(
+        sub, "status", "what the last runs did, from the ledger: counts, totals, open operations, next step",
+        "Reads the target's ledger (never the network, never a lock): when each run started and finished, its "
+        "batch and sheets, rows per status and the amount paid, operations still open, and the next step in "
+        "words. Exit 0, or 2 for a RUN_ID the ledger does not hold.", epilog=None)
+    status.add_argument("run_id", nargs="?", metavar="RUN_ID", help="one run (default: the last --last runs)")
+    status.add_argument("--last", type=int, default=5, metavar="N", help="how many runs to show (default 5)")
+    status.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
+    _target_args(status)
+    for p in (run, retry, audit, recover):
+        p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
+                       help="when another payout run holds the ledger, wait up to this long for it to finish "
+                            "(default 0: exit 4 at once), e.g. for overlapping nightly runs")
     return parser
 
 
 def _command(sub: Any, name: str, help: str, description: str, epilog: str | None = EXIT_CODES
              ) -> argparse.ArgumentParser:
-    return sub.add_parser(name, help=help, description=description, epilog=epilog,
-                          formatter_class=argparse.RawDescriptionHelpFormatter)
+    example = EXAMPLES.get(name)
+    if example:
+        epilog = f"example:\n  {example}\n\n{epilog or ''}".rstrip() + "\n"
+    p = sub.add_parser(name, help=help, description=description, epilog=epilog,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    _log_flags(p, suppress=True)
+    return p
+
+
+EXAMPLES = {
+    "run": "payout run bonuses.csv --env production --batch-id bonuses-2026-w48 --dry-run",
+    "retry": "payout retry --env production --run 20261130T020000Z-ab12",
+    "audit": "payout audit --env production --run 20261130T020000Z-ab12",
+    "recover": "payout recover --env production --since 2026-11-01",
+    "status": "payout status --env production            # the last runs; add a RUN_ID or --json",
+}
+
+
+def _log_flags(p: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """The log flags, on the main parser (real defaults) and on every command (SUPPRESS: a flag given after
+    the command overrides, one not given leaves the main parser's value), so `payout run --log-json` works."""
+    def default(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    g = p.add_argument_group("logging")
+    g.add_argument("--log-json", action="store_true", default=default(False),
+                   help="JSON log lines even on a terminal (off a terminal they always are)")
+    g.add_argument("--log-level", default=default("info"), choices=["debug", "info", "warning", "error"])
+    g.add_argument("-q", "--quiet", action="store_true", default=default(False),
+                   help="warnings and errors only; no progress")
+    g.add_argument("-v", "--verbose", action="store_true", default=default(False), help="debug log lines")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -218,13 +268,24 @@ def entry() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logs.configure_logging(json=True if args.log_json else None, level=args.log_level)
+    level = "debug" if args.verbose else "warning" if args.quiet and args.log_level == "info" else args.log_level
+    _say.json = logs.configure_logging(json=True if args.log_json else None, level=level)
+    _say.quiet = args.quiet
+    progress.set_quiet(args.quiet)
     structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
-    if args.command == "sandbox":
-        return _command_code(args, parser)
-    with stop_on_signals() as stop:  # one for the whole command: no signal kills it half-way
-        code = _command_code(args, parser)
-    return 128 + stop.signum if stop.signum and code < 128 else code
+    # Ledgers, reports and sandbox files are owner-only (0600/0700) whatever the umask: they name users and amounts.
+    umask = os.umask(0o077)
+    writers = report.EXTRA_WRITERS[:]
+    report.EXTRA_WRITERS[:] = [html_report.write, signoff.write]  # report.html per run; plan.txt per dry run
+    try:
+        if args.command == "sandbox":
+            return _command_code(args, parser)
+        with stop_on_signals() as stop:  # one for the whole command: no signal kills it half-way
+            code = _command_code(args, parser)
+        return 128 + stop.signum if stop.signum and code < 128 else code
+    finally:
+        os.umask(umask)  # (main also runs in-process, in tests: leave the process as it was)
+        report.EXTRA_WRITERS[:] = writers
 
 
 def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -234,29 +295,35 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
             return run_sandbox(args)
         settings = settings_from(args)
+        if args.command == "status":
+            return _status(args, settings)
         sends = not (args.command == "run" and args.dry_run)
         if sends and not settings.embedded:
             token_from_env(required=True)  # before any folder is made or any ledger is opened
+            refuse_plain_http(str(settings.api_url))  # and never in clear to a host other than loopback
         sheets = args.sheets if args.command == "run" else ()
         batch_id = (resolve_batch_id(args.batch_id, settings, sheets, embedded=settings.embedded)
                     if args.command == "run" else "")
         run_recover = _recover_checked(args) if args.command == "recover" else None
         preflight(settings, sheets)
         _announce(settings)
+        if sends and args.command in ("run", "retry"):
+            _warn_unfinished(settings)
         if args.command == "run":
             if args.dry_run:
                 result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True)
             else:
                 with api_target(settings) as target:
-                    result = run_payout(args.sheets, settings, target, batch_id=batch_id)
+                    result = _waiting(args, lambda: run_payout(args.sheets, settings, target, batch_id=batch_id))
         elif args.command == "retry":
             with api_target(settings) as target:
-                result = retry_failed(settings, target, run_id=args.run_id)
+                _check_token(target, settings)
+                result = _waiting(args, lambda: retry_failed(settings, target, run_id=args.run_id))
         elif args.command == "audit":
             from pipeline.audit import KINDS, run_audit
 
             with api_target(settings) as target:
-                audited = run_audit(settings, target, args.run_id)
+                audited = _waiting(args, lambda: run_audit(settings, target, args.run_id))
             print(f"Audit of {audited.scope} against {target.label or target.api_url}")
             for kind in KINDS:
                 print(f"  {kind:<11} {audited.counts[kind]:>9,}")
@@ -265,27 +332,101 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         elif args.command == "recover":
             assert run_recover is not None
             with api_target(settings) as target:
-                return run_recover(settings, target, since=args.since, until=args.until)
+                return _waiting(args, lambda: run_recover(settings, target, since=args.since, until=args.until))
         else:  # pragma: no cover - argparse rejects unknown commands
             parser.error(f"unknown command {args.command}")
         return _finish(result)
     except PayoutError as e:
-        print(f"payout: error: {e}", file=sys.stderr)
+        message = logs.scrub(str(e))
+        advice = next_step(e) if e.exit_code != 2 else None
+        text = f"payout: error: {message}" + (f" — {advice}" if advice else "")
+        _say("error", text, level="error", message=message, exit_code=e.exit_code, next_step=advice,
+             error=type(e).__name__)
         return e.exit_code
     except KeyboardInterrupt:
-        print("payout: interrupted; the ledger is consistent, run the same command again to resume",
-              file=sys.stderr)
+        _say("interrupted", "payout: interrupted; the ledger is consistent, run the same command again to resume",
+             level="warning", exit_code=130)
         return 130
+
+
+class _Say:
+    """Messages for people: plain text on a terminal, one JSON log event off it (a scheduler's log stays JSON)."""
+
+    json = False
+    quiet = False
+
+    def __call__(self, event: str, text: str, *, level: str = "info", **fields: Any) -> None:
+        if self.json:
+            getattr(structlog.get_logger("payout"), level)(event, **fields)
+        elif level in ("warning", "error") or not self.quiet:
+            print(text, file=sys.stderr)
+
+
+_say = _Say()
+
+
+T = TypeVar("T")
+LOCK_POLL_S = 2.0
+_sleep = time.sleep  # (a test replaces it to let the other run go)
+
+
+def _waiting(args: argparse.Namespace, work: Callable[[], T]) -> T:
+    """`work()`, tried again while another run holds the ledger lock, for up to --lock-timeout seconds.
+
+    Safe to repeat: the lock is taken before anything is recorded or sent, so a refused attempt did nothing."""
+    deadline = time.monotonic() + max(0.0, getattr(args, "lock_timeout", 0.0) or 0.0)
+    while True:
+        try:
+            return work()
+        except LedgerLocked:
+            left = deadline - time.monotonic()
+            with stop_on_signals() as stop:  # the command's own: a signal while waiting ends the wait
+                stopped = stop.signum is not None
+            if left <= 0 or stopped or latched():
+                raise
+            _say("waiting_for_lock", f"payout: the ledger is in use by another run; waiting up to {left:.0f} s",
+                 seconds_left=round(left, 1))
+            _sleep(min(LOCK_POLL_S, left))
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    """`payout status`: read-only; exit 2 only for a RUN_ID the ledger does not hold."""
+    from pipeline import status
+
+    doc = status.collect(settings.ledger_path, settings.out_dir, args.run_id, max(1, args.last))
+    if args.run_id and not doc["runs"]:
+        raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
+    print(status.as_json(doc) if args.json else status.format_status(doc))
+    return 0
+
+
+def _warn_unfinished(settings: Settings) -> None:
+    """A run killed outright (SIGKILL, power loss) writes no report and says nothing: the next run says it."""
+    if not settings.ledger_path.exists():
+        return
+    from pipeline.ledger import Ledger
+
+    with Ledger(settings.ledger_path, lock=False) as ledger:
+        last = ledger.latest_run()
+    if last is not None and last["finished"] is None:
+        _say("previous_run_unfinished", f"payout: run {last['run_id']} (batch {last['batch_id']}) never finished: "
+             "it was killed, or is still running; this run resumes its open operations (`payout status` shows it)",
+             level="warning", unfinished_run_id=last["run_id"], unfinished_batch_id=last["batch_id"])
+
+
+def _check_token(target: Target, settings: Settings) -> None:
+    """One GET of an operation that does not exist: a refused token raises AuthRefused (exit 3) even when there
+    is nothing to resend, so a nightly `payout retry` with a wrong token alerts instead of exiting 0."""
+    with make_client(target, settings) as client:
+        client.get_operation(f"payout-token-check-{secrets.token_hex(4)}")
 
 
 def _announce(settings: Settings) -> None:
     """Every run says where its data lives: one plain stderr line and one structured log event (after the
     usage checks, so a refused run prints just its one error line)."""
-    print(f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports {settings.out_dir})",
-          file=sys.stderr)
-    structlog.get_logger("payout").info("data_dir", data_dir=str(settings.data_dir),
-                                        ledger=str(settings.ledger_path), reports=str(settings.out_dir),
-                                        target=settings.target_id)
+    _say("data_dir", f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports "
+         f"{settings.out_dir})", data_dir=str(settings.data_dir), ledger=str(settings.ledger_path),
+         reports=str(settings.out_dir), target=settings.target_id)
 
 
 def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
@@ -308,8 +449,12 @@ def _recover_checked(args: argparse.Namespace) -> Callable[..., int]:
 
 def _finish(result: RunResult) -> int:
     print(report.format_summary(result.summary))
+    if "plan" in result.summary.reports:  # a dry run: the plan to sign off
+        print("\n" + Path(result.summary.reports["plan"]).read_text(encoding="utf-8"), end="")
     if result.stopped_by is not None:
-        print(f"\nStopped early: {result.stopped_by}", file=sys.stderr)
+        message, advice = logs.scrub(str(result.stopped_by)), next_step(result.stopped_by)
+        _say("stopped_early", f"\nStopped early: {message}\nNext: {advice}", level="error", message=message,
+             next_step=advice, exit_code=result.exit_code, error=type(result.stopped_by).__name__)
     return result.exit_code
 
 

@@ -31,6 +31,7 @@ ENVS = ("local", "sandbox", "production")
 # `pipeline.configs` (pyproject.toml maps the folder), so an installed `payout` finds them from any folder.
 CONFIG_PACKAGE = "pipeline.configs"
 TOKEN_VAR = "TOLOKA_TOKEN"
+TOKEN_FILE_VAR = "TOLOKA_TOKEN_FILE"
 DATA_DIR_VAR = "PAYOUT_DATA_DIR"
 # Ledger file names (DATA/ledgers/<name>.sqlite) of the known targets; any other URL gets a slug of its own.
 LEDGER_NAMES = {"local": "local", "sandbox": "toloka-sandbox", "production": "production"}
@@ -185,12 +186,23 @@ def ledger_name(api_url: str | None) -> str:
 
 
 def token_from_env(required: bool) -> str | None:
-    """The token from TOLOKA_TOKEN (never a file, so it never lands in a repo); UsageError if required and unset."""
+    """The token from TOLOKA_TOKEN, else from the file TOLOKA_TOKEN_FILE names (e.g. a systemd credential or a
+    mounted secret: never the command line, where `ps` shows it); UsageError if required and neither is set."""
     token = os.environ.get(TOKEN_VAR, "").strip()
     if token:
         return token
+    path = os.environ.get(TOKEN_FILE_VAR, "").strip()
+    if path:
+        try:
+            token = Path(path).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"{TOKEN_FILE_VAR}={path} cannot be read ({type(e).__name__}): check the path and "
+                             "its permissions") from None
+        if not token:
+            raise UsageError(f"{TOKEN_FILE_VAR}={path} is empty: put the Toloka OAuth token in it")
+        return token
     if required:
-        raise UsageError(f"set {TOKEN_VAR} to your Toloka OAuth token (read from the environment only, never a file)")
+        raise UsageError(f"set {TOKEN_VAR} to your Toloka OAuth token, or {TOKEN_FILE_VAR} to a file holding it")
     return None
 
 

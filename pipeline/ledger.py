@@ -511,6 +511,31 @@ class Ledger:
             frame[name] = pd.array([d.get(name) for d in details], dtype="Int64")
         return frame
 
+    # -- status (read-only, portable SQL): `payout status` -----------------------------------------------------
+
+    def recent_runs(self, limit: int = 10, run_id: str | None = None) -> list[dict[str, Any]]:
+        """The last `limit` runs, newest first (or the one `run_id`), with their recorded meta decoded."""
+        cols = ("run_id", "batch_id", "kind", "started", "finished", "outcome", "meta", "sheet_rows", "to_plan",
+                "planned")
+        sql = f"SELECT {', '.join(cols)} FROM runs"
+        rows = (self._query(sql + " WHERE run_id=?", (run_id,)) if run_id is not None
+                else self._query(sql + " ORDER BY run_id DESC LIMIT ?", (limit,)))
+        out = [dict(zip(cols, r)) for r in rows]
+        for run in out:
+            run["meta"] = orjson.loads(run["meta"]) if run["meta"] else {}
+        return out
+
+    def run_row_states(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Rows whose last planning run is `run_id`, per ledger status: {status: {rows, cents, retryable}}."""
+        sql = ("SELECT status, COUNT(*), COALESCE(SUM(amount_cents), 0), COALESCE(SUM(retryable), 0) FROM rows"
+               " WHERE run_id=? GROUP BY status")
+        return {status: {"rows": n, "cents": cents, "retryable": retryable}
+                for status, n, cents, retryable in self._query(sql, (run_id,))}
+
+    def run_operation_states(self, run_id: str) -> dict[str, int]:
+        """Operations `run_id` created or last touched, per ledger state (planned | submitted | done | rejected)."""
+        return dict(self._query("SELECT state, COUNT(*) FROM operations WHERE run_id=? GROUP BY state", (run_id,)))
+
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
     return frame[name].tolist() if name in frame.columns else [None] * len(frame)

@@ -1,14 +1,34 @@
-"""A self-rewriting progress line for people at a terminal, silent elsewhere so scheduler logs stay JSON-only."""
+"""Progress for people and schedulers: a self-rewriting line on a terminal; elsewhere a `progress` JSON log event
+at most every EVENT_INTERVAL_S, so a long silent run still shows it is alive without flooding the log."""
 
 from __future__ import annotations
 
 import sys
 import threading
 import time
+from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import TextIO
+from typing import Protocol, TextIO, TypeVar
+
+import structlog
 
 MIN_INTERVAL_S = 0.1  # at most 10 redraws per second, however often workers report
+EVENT_INTERVAL_S = 5.0  # off a terminal: at most one progress event every 5 s (plus one at the start and the end)
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    """--quiet: neither a progress line nor progress events."""
+    global _quiet
+    _quiet = quiet
+
+
+class _Sized(Protocol):
+    @property
+    def item_count(self) -> int: ...
+
+
+T = TypeVar("T", bound=_Sized)
 
 
 class Progress:
@@ -18,26 +38,50 @@ class Progress:
         self.total = total
         self.label = label
         self.stream = stream
-        self.enabled = _isatty(stream) if enabled is None else enabled
+        self.enabled = (_isatty(stream) and not _quiet) if enabled is None else enabled
+        self.events = not self.enabled and not _quiet
         self.done = 0
+        self.sent = 0
         self.text = ""
         self._lock = threading.Lock()
         self._started = time.monotonic()
         self._last_draw = float("-inf")
         self._width = 0
+        self._closed = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def __enter__(self) -> Progress:
         self._started = time.monotonic()
+        with self._lock:
+            self._draw(force=True)
+        if self.events:  # an operation may take minutes with no row done: still say so every interval
+            self._ticker = threading.Thread(target=self._tick, name="progress-events", daemon=True)
+            self._ticker.start()
         return self
+
+    def _tick(self) -> None:
+        while not self._closed.wait(EVENT_INTERVAL_S or 1.0):
+            with self._lock:
+                self._draw()
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closed.set()
+        if self._ticker is not None:
+            self._ticker.join()
         with self._lock:
+            self._draw(force=True)
             if self.enabled:
-                self._draw(force=True)
                 self.stream.write("\n")
                 self.stream.flush()
+
+    def sending(self, operations: Iterable[T]) -> Iterator[T]:
+        """Pass `operations` through, counting their rows as sent when each is handed to a sender."""
+        for op in operations:
+            with self._lock:
+                self.sent += op.item_count
+            yield op
 
     def advance(self, n: int = 1) -> None:
         with self._lock:
@@ -64,6 +108,8 @@ class Progress:
         return "  ".join(p for p in parts if p)
 
     def _draw(self, force: bool = False) -> None:
+        if self.events:
+            self._event(force)
         if not self.enabled:
             return
         now = time.monotonic()
@@ -75,6 +121,17 @@ class Progress:
         self.stream.write("\r" + text.ljust(self._width))
         self.stream.flush()
         self._width = len(text)
+
+
+    def _event(self, force: bool) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < EVENT_INTERVAL_S:
+            return
+        self._last_draw = now
+        elapsed = now - self._started
+        structlog.get_logger("payout.progress").info(
+            "progress", stage=self.label, rows_planned=self.total, rows_sent=self.sent, rows_done=self.done,
+            rows_per_s=round(self.done / elapsed, 1) if elapsed > 0 else None)
 
 
 def _isatty(stream: TextIO) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,12 +103,17 @@ class Summary:
             rows_total=self.rows_total,
             counts=dict(count),
             amounts={s: format_cents(amount[s]) for s in STATUSES},
+            # As Toloka's operation details count them: items the server paid / refused. Rows never sent
+            # (invalid, duplicate, held, already paid) have counts of their own (README "summary.json").
             success_count=count["paid"],
-            failed_count=count["failed"] + count["invalid"],
+            failed_count=count["failed"],
             pending_count=count["pending"] + count["unknown"],
+            invalid_count=count["invalid"],
+            duplicate_count=count["duplicate"],
             amount_paid=format_cents(amount["paid"]),
-            amount_failed=format_cents(amount["failed"] + amount["invalid"]),
+            amount_failed=format_cents(amount["failed"]),
             amount_pending=format_cents(amount["pending"] + amount["unknown"]),
+            amount_invalid=format_cents(amount["invalid"]),
         )
         if self.reports:
             doc["reports"] = dict(self.reports)
@@ -231,6 +237,13 @@ def ledger_rows(run_id: str, rows: pd.DataFrame, states: pd.DataFrame) -> pd.Dat
                 "operation_id", "bonus_id", "note"]]
 
 
+# More files beside the Parquet ones (the CLI adds the HTML page and a dry run's sign-off plan): each gets
+# (run_dir, summary, rows, operations) once those are written and returns {name: path} for summary.json's
+# `reports`. A hook, so this stage stays free of presentation.
+ExtraWriter = Callable[[Path, Summary, pd.DataFrame, pd.DataFrame], dict[str, str]]
+EXTRA_WRITERS: list[ExtraWriter] = []
+
+
 def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd.DataFrame, meta: dict) -> Summary:
     """Write OUT/<run_id>/{rows,operations}.parquet and summary.json, each atomically; return the summary.
 
@@ -249,6 +262,8 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
                                   reports={name: str(path) for name, path in paths.items()})
     _atomic(paths["rows"], lambda tmp: _write_rows(rows, tmp))
     _atomic(paths["operations"], lambda tmp: pq.write_table(ops_table, tmp))
+    for extra in EXTRA_WRITERS:
+        summary.reports.update(extra(run_dir, summary, rows, operations))
     text = json.dumps(summary.as_json(), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     _atomic(paths["summary"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
     return summary
@@ -383,7 +398,8 @@ def _attention(counts: dict[str, int], meta: dict[str, Any]) -> list[str]:
         out.append(f"{_rows(counts['duplicate'])} duplicate — see the note column for the row each repeats")
     if counts["pending"]:
         when = f" after {meta['rerun_after']}" if meta.get("rerun_after") else ""
-        out.append(f"{_rows(counts['pending'])} pending — run `payout run` again{when}; nothing is paid twice")
+        then = (meta.get("next_step") if not when else None) or f"run `payout run` again{when}; nothing is paid twice"
+        out.append(f"{_rows(counts['pending'])} pending — {then}")
     if counts["unknown"]:
         out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; the next run asks the server again, "
                    "`payout audit` names the bonus")

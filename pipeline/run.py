@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from pipeline import dedupe, ingest, keys, plan, recover, report, validate, wire
+from pipeline import dedupe, ingest, keys, logs, plan, recover, report, validate, wire
 from pipeline.config import Settings
 from pipeline.contract import NEEDS_ATTENTION, new_run_id
-from pipeline.errors import ApiError, PayoutError, StopRequested, UsageError
+from pipeline.errors import ApiError, PayoutError, StopRequested, UsageError, next_step
 from pipeline.execute import ExecutionOutcome, Executor
 from pipeline.ledger import Ledger, Operation
 from pipeline.progress import Progress
@@ -144,7 +144,8 @@ def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new
                 StopRequested(signum), settings.signal_grace_s if count == 1 else 0))
         log.info("execute_start", resumed_operations=len(resumed), rows=total, stage="execute")
         try:
-            outcome = executor.run(itertools.chain(resumed, new), settle=ledger.operations_with_unknown_rows())
+            outcome = executor.run(progress.sending(itertools.chain(resumed, new)),
+                                   settle=ledger.operations_with_unknown_rows())
         finally:
             if stop is not None:
                 stop.listen(None)
@@ -211,7 +212,8 @@ def _meta(settings: Settings, target: Target | None, outcome: ExecutionOutcome |
     if outcome is not None:
         meta["api_events"] = outcome.events
         if outcome.stopped_by is not None:
-            meta["stopped_by"] = str(outcome.stopped_by)
+            meta["stopped_by"] = logs.scrub(str(outcome.stopped_by))
+            meta["next_step"] = next_step(outcome.stopped_by)
             retry_after = outcome.stopped_by.retry_after if isinstance(outcome.stopped_by, ApiError) else None
             if retry_after:
                 when = datetime.now(UTC) + timedelta(seconds=float(retry_after))

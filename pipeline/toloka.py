@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import heapq
 import http.client
+import ipaddress
 import itertools
 import random
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from pipeline.errors import (
     AuthRefused,
     QuotaExhausted,
     RateLimited,
+    UsageError,
 )
 
 QUOTA_SECONDS = {"MIN": 60.0, "HOUR": 3600.0, "DAY": 86400.0}
@@ -91,8 +94,9 @@ class TolokaClient:
         pool_size: int = 8,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = refuse_plain_http(base_url).rstrip("/")
         self._auth = f"OAuth {token}"
+        self._secret = token.encode()
         self.timeout_s = timeout_s
         self.deadline_s = deadline_s
         self.retry = retry
@@ -154,6 +158,8 @@ class TolokaClient:
         finally:
             _current.exchange = None
             _WATCHDOG.disarm(exchange)
+        if self._secret and self._secret in resp.content:  # a server echoing the token must not carry it into
+            resp._content = resp.content.replace(self._secret, b"***")  # errors, reports or the ledger
         status = resp.status_code
         if 200 <= status < 300:
             try:
@@ -323,6 +329,26 @@ def _param(value: Any) -> Any:
 
 
 # -- what a non-2xx answer means ----------------------------------------------------------------------
+
+def refuse_plain_http(url: str) -> str:
+    """`url`, unless it is plain http:// to a host other than loopback: that would send the token in clear.
+
+    Raises UsageError (exit 2) before any request."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() == "http" and not _is_loopback(parts.hostname or ""):
+        raise UsageError(f"refusing plain http:// to {parts.hostname}: the token would cross the network in clear; "
+                         "use https:// (http:// is only for a sandbox on loopback)")
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 def _error_from_response(method: str, path: str, resp: requests.Response, max_quota_wait_s: float) -> ApiError:
     """429 → RateLimited/QuotaExhausted; 408, 5xx → ApiTransientError; 401/403 → AuthRefused; any other

@@ -16,6 +16,7 @@ from waiting import wait_for
 from pipeline.sandbox import SandboxServer
 
 TOKEN = "sandbox-test-token"
+ADMIN = {"Authorization": f"OAuth {TOKEN}"}  # the sandbox's admin endpoints need its token too
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -43,14 +44,15 @@ def api_session(token: str = TOKEN) -> requests.Session:
 
 def set_faults(url: str, spec: str, seed: int = 0) -> dict[str, Any]:
     """Change the faults of a running sandbox through its admin endpoint."""
-    response = requests.post(f"{url}/_sandbox/faults", json={"spec": spec, "seed": seed}, timeout=10)
+    response = requests.post(f"{url}/_sandbox/faults", json={"spec": spec, "seed": seed}, timeout=10,
+                             headers=ADMIN)
     response.raise_for_status()
     return response.json()
 
 
 def stats(url: str) -> dict[str, Any]:
     """The counters of a running sandbox."""
-    return requests.get(f"{url}/_sandbox/stats", timeout=10).json()
+    return requests.get(f"{url}/_sandbox/stats", timeout=10, headers=ADMIN).json()
 
 
 def operation(session: requests.Session, url: str, op_id: str) -> dict[str, Any]:

@@ -28,6 +28,11 @@ def error_lines(err: str) -> list[str]:
     return [line for line in err.splitlines() if line.strip()]
 
 
+def events(err: str) -> list[dict]:
+    """Off a terminal (as under pytest) every stderr line is one JSON object: parse them all (fails otherwise)."""
+    return [json.loads(line) for line in error_lines(err)]
+
+
 def test_python_dash_m_pipeline_explains_commands_and_exit_codes() -> None:
     out = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0
@@ -113,7 +118,7 @@ def test_default_local_env_runs_with_an_embedded_sandbox_and_no_token(
     assert (tmp_path / "l.sqlite").exists() and summaries(tmp_path / "r")
     captured = capsys.readouterr()
     assert "Paid" in captured.out
-    assert f"payout: data dir {hermetic_data_dir}" in captured.err
+    assert any(e["event"] == "data_dir" and e["data_dir"] == str(hermetic_data_dir) for e in events(captured.err))
 
 
 def test_data_dir_holds_ledger_reports_and_sandbox_and_every_run_names_it(tmp_path, monkeypatch, capsys) -> None:
@@ -127,11 +132,10 @@ def test_data_dir_holds_ledger_reports_and_sandbox_and_every_run_names_it(tmp_pa
     assert (data / "ledgers" / "local.sqlite").exists() and (data / "sandbox.sqlite").exists()
     [summary] = summaries(data / "reports")
     assert summary["batch_id"] == "p"
-    err = capsys.readouterr().err
-    assert f"payout: data dir {data} (ledger {data / 'ledgers' / 'local.sqlite'}, reports {data / 'reports'})" in err
-    events = [json.loads(line) for line in log.getvalue().splitlines()]
+    logged = [json.loads(line) for line in log.getvalue().splitlines()]
     assert any(e["event"] == "data_dir" and e["data_dir"] == str(data) and e["target"].startswith("embedded:")
-               for e in events)
+               and e["ledger"] == str(data / "ledgers" / "local.sqlite") and e["reports"] == str(data / "reports")
+               for e in logged)
 
 
 def test_payout_data_dir_variable_is_the_default(tmp_path, monkeypatch) -> None:
@@ -170,9 +174,10 @@ def test_an_unusable_data_dir_is_one_line_and_exit_2(tmp_path, capsys) -> None:
     blocker.write_text("")
     sheet = write_csv(tmp_path / "p.csv", [row(1)])
     assert main(["run", str(sheet), "--data-dir", str(blocker / "data")]) == 2
-    lines = error_lines(capsys.readouterr().err)
-    assert len(lines) == 1 and lines[0].startswith("payout: error: cannot create the ledger folder")
-    assert str(blocker / "data") in lines[0] and "--data-dir" in lines[0]
+    [line] = events(capsys.readouterr().err)
+    assert line["event"] == "error" and line["exit_code"] == 2
+    assert line["message"].startswith("cannot create the ledger folder")
+    assert str(blocker / "data") in line["message"] and "--data-dir" in line["message"]
 
 
 def test_a_missing_sheet_is_one_line_and_exit_2_before_any_target_starts(tmp_path, capsys, hermetic_data_dir) -> None:

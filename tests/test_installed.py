@@ -110,7 +110,7 @@ def test_sample_sheet_against_the_embedded_sandbox_writes_into_the_data_dir(inst
     data = cwd.parent / "data"
     out = payout(installed, cwd, env, "run", "payouts.csv", "--data-dir", str(data))
     assert out.returncode == 1, out.stderr  # the sample holds invalid and duplicate rows on purpose
-    assert f"payout: data dir {data}" in out.stderr
+    assert f'"data_dir": "{data}"' in out.stderr  # off a terminal: one JSON object a line
     assert len(list((data / "reports").glob("*/summary.json"))) == 1
     assert (data / "ledgers" / "local.sqlite").exists() and (data / "sandbox.sqlite").exists()
     assert files_under(cwd) == [cwd / "payouts.csv"]  # nothing written into the current folder

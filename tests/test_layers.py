@@ -19,7 +19,7 @@ PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 CONTRACT = {"contract", "errors", "money", "wire"}
 EDGES = {"config", "ledger", "toloka", "target", "logs", "progress", "signals"}
 STAGES = {"ingest", "validate", "keys", "dedupe", "plan", "execute", "report"}
-COMPOSERS = {"run", "recover", "audit", "cli", "__main__", "__init__"}
+COMPOSERS = {"run", "recover", "audit", "cli", "__main__", "__init__", "status", "html_report", "signoff"}
 ALLOWED = {
     **{m: CONTRACT for m in CONTRACT},
     **{m: CONTRACT | EDGES for m in EDGES},

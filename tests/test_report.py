@@ -124,7 +124,9 @@ def test_summary_json_counts_every_status_and_sums_amounts_exactly(tmp_path: Pat
                                  for s in STATUSES}
     assert summary["run_id"] == "20261125T101500Z" and summary["operator"] == "finance-bot"
     assert summary["rows_total"] == 8
-    assert (summary["success_count"], summary["failed_count"], summary["pending_count"]) == (2, 2, 2)
+    # failed_count is what the server refused; the invalid row is never sent and counted on its own
+    assert (summary["success_count"], summary["failed_count"], summary["pending_count"]) == (2, 1, 2)
+    assert (summary["invalid_count"], summary["duplicate_count"]) == (1, 1)
     assert summary["amount_paid"] == "1236.00"
     assert summary["amount_failed"] == "0.01"
     assert summary["amount_pending"] == "5.00"

@@ -181,7 +181,10 @@ class Sandbox:
     # ---- request pipeline: auth, limits, injected faults -------------------------------------------
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/_sandbox/"):
+        if request.path.startswith("/_sandbox/"):  # admin: the same token as the API (faults change what it pays)
+            if request.headers.get("Authorization") not in self._auth:
+                return ApiError(401, "AUTHENTICATION_ERROR", "admin endpoints need 'Authorization: OAuth <token>'"
+                                ).response()
             return await handler(request)
         resource = request.match_info.route.resource
         endpoint = f"{request.method} {resource.canonical if resource is not None else 'unknown'}"

@@ -10,7 +10,11 @@ from typing import Any
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the sandbox flags to `parser` (so `payout sandbox` can mount them)."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: loopback; any other needs --allow-remote)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="listen on a non-loopback --host: anyone who can reach it and knows the token can "
+                             "pay play bonuses and change its faults")
     parser.add_argument("--port", type=int, default=8000, help="port (0 picks a free one; default 8000)")
     parser.add_argument("--db", required=True, type=Path, help="SQLite file holding bonuses and operations")
     parser.add_argument("--token", default=None, help="accepted API token (default: env TOLOKA_TOKEN)")
@@ -31,6 +35,9 @@ def build_sandbox(args: argparse.Namespace) -> Any:
     from .faults import FaultSpec
     from .server import make_limits
 
+    if not getattr(args, "allow_remote", False) and not _loopback(args.host):
+        raise ValueError(f"--host {args.host} is not loopback: the sandbox would be reachable from the network; "
+                         "pass --allow-remote if that is meant")
     token = args.token or os.environ.get("TOLOKA_TOKEN")
     if not token:
         raise ValueError("no token: pass --token or set TOLOKA_TOKEN")
@@ -42,6 +49,15 @@ def build_sandbox(args: argparse.Namespace) -> Any:
         max_sync_items=args.max_sync_items, min_amount=args.min_amount, max_amount=args.max_amount,
     )
     return Sandbox(args.db, token, FaultSpec.parse(args.faults), args.seed, limits)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 import requests
-from sandbox_fixtures import TOKEN, api_session, bonus, set_faults, stats, wait_operation
+from sandbox_fixtures import ADMIN, TOKEN, api_session, bonus, set_faults, stats, wait_operation
 
 from pipeline.sandbox import FaultSpec, SandboxServer
 
@@ -77,10 +77,10 @@ def test_latency_fault_delays_answers(sandbox):
 
 def test_admin_faults_endpoint_reads_and_rejects_bad_specs(sandbox):
     assert set_faults(sandbox.url, "http_500=0.1,latency_ms=20", seed=3) == {"spec": "http_500=0.1,latency_ms=20", "seed": 3}
-    assert requests.get(sandbox.url + "/_sandbox/faults").json()["seed"] == 3
-    bad = requests.post(sandbox.url + "/_sandbox/faults", json={"spec": "http_999=1"})
+    assert requests.get(sandbox.url + "/_sandbox/faults", headers=ADMIN).json()["seed"] == 3
+    bad = requests.post(sandbox.url + "/_sandbox/faults", json={"spec": "http_999=1"}, headers=ADMIN)
     assert bad.status_code == 400 and "unknown fault" in bad.json()["error"]
-    assert requests.post(sandbox.url + "/_sandbox/faults", json={"spec": "http_500=2"}).status_code == 400
+    assert requests.post(sandbox.url + "/_sandbox/faults", json={"spec": "http_500=2"}, headers=ADMIN).status_code == 400
 
 
 def test_stats_count_requests_statuses_bonuses_and_operations(sandbox):
