@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
-from typing import Protocol, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 import structlog
 
@@ -23,12 +23,7 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-class _Sized(Protocol):
-    @property
-    def item_count(self) -> int: ...
-
-
-T = TypeVar("T", bound=_Sized)
+T = TypeVar("T")
 
 
 class Progress:
@@ -77,10 +72,14 @@ class Progress:
                 self.stream.flush()
 
     def sending(self, operations: Iterable[T]) -> Iterator[T]:
-        """Pass `operations` through, counting their rows as sent when each is handed to a sender."""
+        """Pass `operations` through, counting their rows (`item_count`, or that of a wrapper's `operation`)
+        as sent when each is handed to a sender."""
         for op in operations:
+            rows = getattr(op, "item_count", None)
+            if rows is None:
+                rows = getattr(getattr(op, "operation", None), "item_count", 0)
             with self._lock:
-                self.sent += op.item_count
+                self.sent += int(rows or 0)
             yield op
 
     def advance(self, n: int = 1) -> None:

@@ -48,3 +48,12 @@ def test_updates_from_many_threads_are_counted_and_redraws_are_throttled():
 
 def test_zero_total_reads_as_complete():
     assert "0/0 rows  100%" in Progress(0, "paying", enabled=False).line()
+
+
+def test_sending_counts_rows_of_operations_and_of_wrapped_operations():
+    from types import SimpleNamespace
+
+    ops = [SimpleNamespace(item_count=3), SimpleNamespace(operation=SimpleNamespace(item_count=4))]
+    with Progress(7, "paying", stream=io.StringIO()) as p:
+        assert list(p.sending(ops)) == ops
+    assert p.sent == 7
