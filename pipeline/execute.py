@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -47,6 +47,17 @@ LOOKAHEAD = 2  # operations whose intent may be committed per sender before one 
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
 RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An operation whose intent this run has just committed, handed to the executor with what it carries, so
+    nothing is read back before sending: `rows` (row key, item JSON) in the ledger's order, and `pays`, each
+    row's (user id, cents) from which its item was built, what its log entry must show to count as paid."""
+
+    operation: Operation
+    rows: list[tuple[str, bytes]]
+    pays: dict[str, tuple[str, int]]
 
 
 class _Abandoned(Exception):
@@ -105,11 +116,12 @@ class Executor:
             timer.daemon = True  # never keeps a finished run's process alive
             timer.start()
 
-    def run(self, operations: Iterable[Operation], settle: Iterable[str] = ()) -> ExecutionOutcome:
+    def run(self, operations: Iterable[Operation | Intent], settle: Iterable[str] = ()) -> ExecutionOutcome:
         """Settle rows of unknown outcome (`settle`: their operations), then drive every operation to a recorded
         outcome, or stop cleanly on quota / unreachable API / a signal.
 
-        `operations` may be a generator that commits each operation's intent before yielding it: workers
+        `operations` may be a generator that commits each operation's intent before yielding it (an `Intent`,
+        or the `Operation` alone when its rows are to be read from the ledger): workers
         start on the first ones while later intent is still being written; after a stop no further intent
         is written (the run then records rows it never planned).
         """
@@ -119,7 +131,7 @@ class Executor:
             self.request_stop(e, 0)
         ahead = threading.Semaphore(self.concurrency * LOOKAHEAD)  # intent is written just ahead of sending
 
-        def drive(op: Operation) -> None:
+        def drive(op: Operation | Intent) -> None:
             try:
                 self._drive(op)
             except PayoutError:
@@ -183,10 +195,13 @@ class Executor:
 
     # -- one operation ----------------------------------------------------------------------------
 
-    def _drive(self, op: Operation) -> None:
+    def _drive(self, planned: Operation | Intent) -> None:
         if self._stop.is_set():
             return
-        rows = self.ledger.rows_of_operation(op.operation_id)
+        if isinstance(planned, Intent):
+            op, rows, pays = planned.operation, planned.rows, planned.pays
+        else:
+            op, rows, pays = planned, self.ledger.rows_of_operation(planned.operation_id), None
         remote = self._ensure_submitted(op, rows)
         try:
             while remote is not None and remote.get("status") not in TERMINAL:
@@ -198,7 +213,7 @@ class Executor:
             self._event("left_open")
             return
         if remote is not None:
-            self._resolve(op, remote, rows)
+            self._resolve(op, remote, rows, pays)
         with self._lock:
             self._outcome.operations_done += 1
 
@@ -286,7 +301,8 @@ class Executor:
         self.ledger.record_outcome(op.operation_id, None, results, self.run_id)
         self.on_rows_done(len(rows))
 
-    def _resolve(self, op: Operation, remote: dict[str, Any], rows: list[tuple[str, bytes]]) -> None:
+    def _resolve(self, op: Operation, remote: dict[str, Any], rows: list[tuple[str, bytes]],
+                 pays: dict[str, tuple[str, int]] | None = None) -> None:
         """Map every log entry back to its row by `__item_idx` and record all results at once."""
         try:
             entries: list[dict[str, Any]] | None = self.client.get_operation_log(op.operation_id)
@@ -296,7 +312,7 @@ class Executor:
             entries = None
         # (an answer we cannot trust, ApiUnexpectedAnswer, propagates: the run stops, the operation stays open
         # and the next run reads its log again)
-        results = map_log(rows, remote.get("status"), entries)
+        results = map_log(rows, remote.get("status"), entries, pays)
         self.ledger.record_outcome(op.operation_id, remote, results, self.run_id)
         self._event(f"op_{str(remote.get('status')).lower()}")
         unknown = sum(r.status == "unknown" for r in results)
@@ -306,14 +322,16 @@ class Executor:
         self.on_rows_done(len(rows))
 
 
-def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list[dict[str, Any]] | None
-            ) -> list[RowResult]:
+def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list[dict[str, Any]] | None,
+            pays: Mapping[str, tuple[str, int]] | None = None) -> list[RowResult]:
     """One result per sent row (row key, item JSON as sent) from the operation log.
 
     Paid only with a bonus id and the user and amount we sent; refused only with an explicit failure entry
     for what we sent. Anything else is `unknown`: never resent, settled by asking the server (audit).
+    `pays`: each row's (user id, cents) its item was built from, compared without parsing the items again.
     """
-    sent = {key: item for key, item in rows}
+    items = {key: item for key, item in rows} if pays is None else {}
+    sent: Mapping[str, object] = pays if pays is not None else items
     seen: dict[str, RowResult] = {}
     for entry in entries or ():
         if not isinstance(entry, dict):
@@ -322,10 +340,10 @@ def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list
         if not isinstance(echoed, dict):
             continue
         key = echoed.get("__item_idx")
-        if key not in sent or key in seen and seen[key].status == "paid":
+        if not isinstance(key, str) or key not in sent or key in seen and seen[key].status == "paid":
             continue
         output = entry["output"] if isinstance(entry.get("output"), dict) else {}
-        mismatch = _mismatch(sent[key], echoed)
+        mismatch = _differs(*pays[key], echoed) if pays is not None else _mismatch(items[key], echoed)
         if mismatch:
             seen[key] = _unknown(key, "LOG_MISMATCH", f"the operation log shows {mismatch}")
         elif entry.get("success") is True:
@@ -358,6 +376,23 @@ def _mismatch(sent: bytes, echoed: dict[str, Any]) -> str | None:
     except (InvalidOperation, ValueError):
         same = False
     return None if same else f"amount {echoed.get('amount')!r} where we sent {item.get('amount')!r}"
+
+
+def _differs(user_id: str, cents: int, echoed: dict[str, Any]) -> str | None:
+    """`_mismatch` against the user and cents an item was built from (`wire.build_items`: the amount is exactly
+    `cents` / 100). A JSON number parsed to a float or int equals that decimal exactly when it equals the
+    correctly rounded float `cents / 100` (both round the same decimal); anything else is compared as Decimal."""
+    if echoed.get("user_id") != user_id:
+        return f"user {echoed.get('user_id')!r} where we sent {user_id!r}"
+    amount = echoed.get("amount")
+    if type(amount) is float or type(amount) is int:
+        same = amount == cents / 100
+    else:
+        try:
+            same = Decimal(str(amount)) == Decimal(cents).scaleb(-2)
+        except (InvalidOperation, ValueError):
+            same = False
+    return None if same else f"amount {amount!r} where we sent {cents / 100!r}"
 
 
 def _field_errors(output: dict[str, Any]) -> list[dict[str, str]]:

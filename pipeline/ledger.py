@@ -190,17 +190,20 @@ class Ledger:
         assert self._db is not None, "Ledger used outside its `with` block"
         return self._db
 
-    def _tx(self, statements: Iterable[tuple[str, Any, bool]]) -> None:
-        """Run (sql, params, many) statements in one IMMEDIATE transaction."""
+    def _tx(self, statements: Iterable[tuple[str, Any, bool]]) -> int:
+        """Run (sql, params, many) statements in one IMMEDIATE transaction; returns the rows the first one changed."""
         with self._mutex:
             self.db.execute("BEGIN IMMEDIATE")
+            changed = -1
             try:
                 for sql, params, many in statements:
-                    (self.db.executemany if many else self.db.execute)(sql, params)
+                    cursor = (self.db.executemany if many else self.db.execute)(sql, params)
+                    changed = cursor.rowcount if changed < 0 else changed
             except BaseException:
                 self.db.execute("ROLLBACK")
                 raise
             self.db.execute("COMMIT")
+            return changed
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._mutex:
@@ -352,27 +355,29 @@ class Ledger:
             f" AND status IN ({_MAY_BE_PAID_SQL}) AND COALESCE(paid_at, updated) >= ?"), after=(batch_id, since))
         return pd.DataFrame(got, columns=cols)
 
-    def record_intent(self, run_id: str, batch_id: str, planned: pd.DataFrame, items: Sequence[bytes]) -> None:
-        """Commit planned rows and their operations BEFORE anything is sent.
+    def record_intent(self, run_id: str, batch_id: str, planned: pd.DataFrame, items: Sequence[bytes]) -> int:
+        """Commit planned rows and their operations BEFORE anything is sent; returns how many rows were written
+        (fewer than planned when a row the ledger holds in another state than failed/superseded was left alone).
 
         `planned` has row_key, source_file, source_row, user_id, amount_cents, chunk_no, operation_id,
         attempt; `items` holds each row's JSON object, in the same order.
         """
         if planned.empty:
-            return
+            return 0
         now = utcnow()
-        row_params = zip(
-            planned["row_key"], [batch_id] * len(planned), [run_id] * len(planned),
-            planned["source_file"], planned["source_row"].astype(int).tolist(), planned["user_id"],
-            planned["amount_cents"].astype(int).tolist(), items, ["planned"] * len(planned),
-            planned["attempt"].astype(int).tolist(), planned["operation_id"], [now] * len(planned),
+        n = len(planned)
+        row_params = zip(  # whole columns as lists: iterating Arrow-backed columns costs ~7 µs a value
+            planned["row_key"].tolist(), [batch_id] * n, [run_id] * n,
+            planned["source_file"].tolist(), planned["source_row"].astype(int).tolist(), planned["user_id"].tolist(),
+            planned["amount_cents"].astype(int).tolist(), items, ["planned"] * n,
+            planned["attempt"].astype(int).tolist(), planned["operation_id"].tolist(), [now] * n,
             _column(planned, "content_key"), _column(planned, "lookalike"),
         )
         ops = planned.groupby("operation_id", sort=False).agg(
             chunk_no=("chunk_no", "first"), attempt=("attempt", "first"), item_count=("row_key", "size"))
         op_params = [(op_id, batch_id, run_id, int(r.chunk_no), int(r.attempt), int(r.item_count), "planned", now)
                      for op_id, r in ops.iterrows()]
-        self._tx([
+        return self._tx([
             ("INSERT INTO rows(row_key, batch_id, run_id, source_file, source_row, user_id, amount_cents, item,"
              " status, attempt, operation_id, updated, content_key, lookalike) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
              " ON CONFLICT(row_key) DO UPDATE SET run_id=excluded.run_id, source_file=excluded.source_file,"
