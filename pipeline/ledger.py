@@ -270,7 +270,9 @@ class Ledger:
         """Ledger state of these keys: row_key, status, attempt, operation_id, bonus_id, paid_run_id.
 
         Why three paths: an empty ledger (first run of a sheet) answers nothing without looking; a ledger
-        smaller than the request is cheaper to read whole and filter by a set; otherwise the keys go to an
+        less than ~3x the request is cheaper to read whole, filtered by a set as it streams (~3.5 µs a ledger
+        row against ~12 µs a key through the temp table: 0.5 s instead of 1.3 s for the 100k rows a run just
+        paid); otherwise the keys go to an
         unindexed temp table in ONE transaction (autocommit made every insert its own commit: ~10 s for 1M
         keys) and each is looked up in the primary-key index.
         """
@@ -282,9 +284,9 @@ class Ledger:
             wanted = list(dict.fromkeys(row_keys)) if top is not None else []
             if not wanted:
                 got: list[Any] = []
-            elif top <= len(wanted) // 4:
+            elif top <= 3 * len(wanted):
                 keep = set(wanted)
-                got = [r for r in self.db.execute(select + "rows r").fetchall() if r[0] in keep]
+                got = [r for r in self.db.execute(select + "rows r") if r[0] in keep]
             else:
                 self.db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted_keys(k TEXT)")
                 own_tx = not self.db.in_transaction
