@@ -136,11 +136,11 @@ def _intent(op: Operation, chunk: pd.DataFrame, items: list[bytes]) -> Intent | 
     """The operation with its rows in the ledger's order (`Ledger.rows_of_operation`: source file, source row,
     row key) and what each pays; the bare operation (rows read back) when a source is unknown."""
     keys_, files, lines = chunk["row_key"].tolist(), chunk["source_file"].tolist(), chunk["source_row"].tolist()
-    if any(f is None or f != f for f in files) or any(n is None or n != n for n in lines):
+    if not all(isinstance(f, str) for f in files) or not all(isinstance(n, int) for n in lines):
         return op
-    order = sorted(range(len(keys_)), key=lambda i: (files[i], int(lines[i]), keys_[i]))
+    order = sorted(zip(files, lines, keys_, range(len(keys_))))  # already in this order as a rule: ~linear
     pays = dict(zip(keys_, zip(chunk["user_id"].tolist(), chunk["amount_cents"].astype(int).tolist())))
-    return Intent(op, [(keys_[i], items[i]) for i in order], pays)
+    return Intent(op, [(key, items[i]) for _, _, key, i in order], pays)
 
 
 def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new: Iterable[Operation | Intent] = (),

@@ -288,7 +288,7 @@ def _operation_problem(answer: Any, operation_id: str) -> str | None:
 def _log_problem(answer: Any) -> str | None:
     if not isinstance(answer, list):
         return f"a JSON {_kind_of(answer)}, not an operation log (a list)"
-    if not all(isinstance(entry, dict) for entry in answer):
+    if not all(map(isinstance, answer, itertools.repeat(dict))):  # (a C loop: logs run to 10,000 entries)
         return "a list holding something other than log entries (objects)"
     return None
 
