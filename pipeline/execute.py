@@ -37,7 +37,7 @@ from pipeline.errors import (
     StopRequested,
 )
 from pipeline.ledger import Ledger, Operation, RowResult
-from pipeline.toloka import TolokaClient
+from pipeline.toloka import LogEntry, TolokaClient
 from pipeline.wire import body_for
 
 log = structlog.get_logger("payout.execute")
@@ -178,7 +178,7 @@ class Executor:
                 remote = self.client.get_operation(operation_id)
                 if remote is None or remote.get("status") not in TERMINAL:
                     continue
-                entries = self.client.get_operation_log(operation_id)
+                entries = self.client.get_operation_log_entries(operation_id)
             except (ApiRejectedError, ApiTransientError) as e:
                 if isinstance(e, (AuthRefused, QuotaExhausted, ApiUnreachable)):
                     raise
@@ -305,7 +305,8 @@ class Executor:
                  pays: dict[str, tuple[str, int]] | None = None) -> None:
         """Map every log entry back to its row by `__item_idx` and record all results at once."""
         try:
-            entries: list[dict[str, Any]] | None = self.client.get_operation_log(op.operation_id)
+            entries: list[LogEntry] | list[dict[str, Any]] | None = self.client.get_operation_log_entries(
+                op.operation_id)
         except ApiRejectedError as e:
             # The log is gone for good (archived or lost): items may be paid. Never resend blind.
             log.error("operation_log_unavailable", operation_id=op.operation_id, code=e.code, error=str(e))
@@ -322,35 +323,42 @@ class Executor:
         self.on_rows_done(len(rows))
 
 
-def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list[dict[str, Any]] | None,
+def map_log(rows: Sequence[tuple[str, bytes]], status: str | None,
+            entries: Sequence[dict[str, Any] | LogEntry] | None,
             pays: Mapping[str, tuple[str, int]] | None = None) -> list[RowResult]:
     """One result per sent row (row key, item JSON as sent) from the operation log.
 
     Paid only with a bonus id and the user and amount we sent; refused only with an explicit failure entry
     for what we sent. Anything else is `unknown`: never resent, settled by asking the server (audit).
-    `pays`: each row's (user id, cents) its item was built from, compared without parsing the items again.
+    `entries`: the log as JSON objects or as `LogEntry`s (the same fields, decoded alone). `pays`: each row's
+    (user id, cents) its item was built from, compared without parsing the items again.
     """
     items = {key: item for key, item in rows} if pays is None else {}
     sent: Mapping[str, object] = pays if pays is not None else items
     seen: dict[str, RowResult] = {}
     for entry in entries or ():
-        if not isinstance(entry, dict):
+        if isinstance(entry, LogEntry):
+            echo = entry.input
+            if echo is None:
+                continue
+            key, user, amount, success, output = echo.item_idx, echo.user_id, echo.amount, entry.success, entry.output
+        elif isinstance(entry, dict) and isinstance(echoed := entry.get("input"), dict):
+            key, user, amount = echoed.get("__item_idx"), echoed.get("user_id"), echoed.get("amount")
+            success, output = entry.get("success"), entry.get("output")
+        else:
             continue
-        echoed = entry.get("input")
-        if not isinstance(echoed, dict):
-            continue
-        key = echoed.get("__item_idx")
         if not isinstance(key, str) or key not in sent or key in seen and seen[key].status == "paid":
             continue
-        output = entry["output"] if isinstance(entry.get("output"), dict) else {}
-        mismatch = _differs(*pays[key], echoed) if pays is not None else _mismatch(items[key], echoed)
+        if not isinstance(output, dict):
+            output = {}
+        mismatch = _differs(*pays[key], user, amount) if pays is not None else _mismatch(items[key], user, amount)
         if mismatch:
             seen[key] = _unknown(key, "LOG_MISMATCH", f"the operation log shows {mismatch}")
-        elif entry.get("success") is True:
+        elif success is True:
             bonus_id = output.get("user_bonus_id")
             seen[key] = (RowResult(key, "paid", bonus_id=str(bonus_id)) if bonus_id not in (None, "") else
                          _unknown(key, "NO_BONUS_ID", "the log says success but names no bonus id"))
-        elif entry.get("success") is False:
+        elif success is False:
             errors = _field_errors(output)
             seen[key] = RowResult(key, "failed", errors=errors,
                                   retryable=any(e["code"] in RETRYABLE_ITEM_CODES for e in errors))
@@ -366,25 +374,24 @@ def _unknown(key: str, code: str, message: str) -> RowResult:
                                               "message": message + "; never resent: `payout audit` settles it"}])
 
 
-def _mismatch(sent: bytes, echoed: dict[str, Any]) -> str | None:
-    """How the log's echo of an item differs from what we sent in user or amount (None when it matches)."""
+def _mismatch(sent: bytes, user: Any, amount: Any) -> str | None:
+    """How the log's echo of an item (its user and amount) differs from what we sent (None when it matches)."""
     item = orjson.loads(sent)
-    if echoed.get("user_id") != item.get("user_id"):
-        return f"user {echoed.get('user_id')!r} where we sent {item.get('user_id')!r}"
+    if user != item.get("user_id"):
+        return f"user {user!r} where we sent {item.get('user_id')!r}"
     try:
-        same = Decimal(str(echoed.get("amount"))) == Decimal(str(item.get("amount")))
+        same = Decimal(str(amount)) == Decimal(str(item.get("amount")))
     except (InvalidOperation, ValueError):
         same = False
-    return None if same else f"amount {echoed.get('amount')!r} where we sent {item.get('amount')!r}"
+    return None if same else f"amount {amount!r} where we sent {item.get('amount')!r}"
 
 
-def _differs(user_id: str, cents: int, echoed: dict[str, Any]) -> str | None:
+def _differs(user_id: str, cents: int, user: Any, amount: Any) -> str | None:
     """`_mismatch` against the user and cents an item was built from (`wire.build_items`: the amount is exactly
     `cents` / 100). A JSON number parsed to a float or int equals that decimal exactly when it equals the
     correctly rounded float `cents / 100` (both round the same decimal); anything else is compared as Decimal."""
-    if echoed.get("user_id") != user_id:
-        return f"user {echoed.get('user_id')!r} where we sent {user_id!r}"
-    amount = echoed.get("amount")
+    if user != user_id:
+        return f"user {user!r} where we sent {user_id!r}"
     if type(amount) is float or type(amount) is int:
         same = amount == cents / 100
     else:
