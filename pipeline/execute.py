@@ -285,7 +285,7 @@ class Executor:
             remote = self.client.get_operation(op.operation_id)
             if remote is None or remote.get("status") in TERMINAL:
                 return remote
-            delay = min(delay * 2, self.poll_max_s)
+            delay = min(delay * 1.5, self.poll_max_s)  # (x2 found a finished operation up to ~half its time late)
 
     def _reject(self, op: Operation, rows: list[tuple[str, bytes]], e: ApiRejectedError) -> None:
         """A definite refusal of the whole request: nothing was created; record why, per row where known."""
