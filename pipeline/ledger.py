@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -368,17 +369,19 @@ class Ledger:
             return 0
         now = utcnow()
         n = len(planned)
+        op_ids, attempts = planned["operation_id"].tolist(), planned["attempt"].astype(int).tolist()
         row_params = zip(  # whole columns as lists: iterating Arrow-backed columns costs ~7 µs a value
             planned["row_key"].tolist(), [batch_id] * n, [run_id] * n,
             planned["source_file"].tolist(), planned["source_row"].astype(int).tolist(), planned["user_id"].tolist(),
             planned["amount_cents"].astype(int).tolist(), items, ["planned"] * n,
-            planned["attempt"].astype(int).tolist(), planned["operation_id"].tolist(), [now] * n,
-            _column(planned, "content_key"), _column(planned, "lookalike"),
+            attempts, op_ids, [now] * n, _column(planned, "content_key"), _column(planned, "lookalike"),
         )
-        ops = planned.groupby("operation_id", sort=False).agg(
-            chunk_no=("chunk_no", "first"), attempt=("attempt", "first"), item_count=("row_key", "size"))
-        op_params = [(op_id, batch_id, run_id, int(r.chunk_no), int(r.attempt), int(r.item_count), "planned", now)
-                     for op_id, r in ops.iterrows()]
+        first: dict[str, int] = {}  # each operation's first row (a groupby + iterrows cost ~12 ms a chunk)
+        for i, op_id in enumerate(op_ids):
+            first.setdefault(op_id, i)
+        counts, chunk_nos = Counter(op_ids), planned["chunk_no"].astype(int).tolist()
+        op_params = [(op_id, batch_id, run_id, chunk_nos[i], attempts[i], counts[op_id], "planned", now)
+                     for op_id, i in first.items()]
         return self._tx([
             ("INSERT INTO rows(row_key, batch_id, run_id, source_file, source_row, user_id, amount_cents, item,"
              " status, attempt, operation_id, updated, content_key, lookalike) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
