@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -37,7 +37,7 @@ from pipeline.errors import (
     StopRequested,
 )
 from pipeline.ledger import Ledger, Operation, RowResult
-from pipeline.toloka import TolokaClient
+from pipeline.toloka import LogEntry, TolokaClient
 from pipeline.wire import body_for
 
 log = structlog.get_logger("payout.execute")
@@ -47,6 +47,17 @@ LOOKAHEAD = 2  # operations whose intent may be committed per sender before one 
 # Item errors worth another attempt with the same data; validation codes (VALUE_*, ENTITY_*) are not.
 RETRYABLE_ITEM_CODES = frozenset({"INTERNAL_ERROR", "OPERATION_EXECUTION_ERROR", "REMOTE_SERVICE_UNAVAILABLE",
                                   "NOT_ENOUGH_BALANCE", "TOO_MANY_REQUESTS", "NOT_IN_LOG"})
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An operation whose intent this run has just committed, handed to the executor with what it carries, so
+    nothing is read back before sending: `rows` (row key, item JSON) in the ledger's order, and `pays`, each
+    row's (user id, cents) from which its item was built, what its log entry must show to count as paid."""
+
+    operation: Operation
+    rows: list[tuple[str, bytes]]
+    pays: dict[str, tuple[str, int]]
 
 
 class _Abandoned(Exception):
@@ -105,11 +116,12 @@ class Executor:
             timer.daemon = True  # never keeps a finished run's process alive
             timer.start()
 
-    def run(self, operations: Iterable[Operation], settle: Iterable[str] = ()) -> ExecutionOutcome:
+    def run(self, operations: Iterable[Operation | Intent], settle: Iterable[str] = ()) -> ExecutionOutcome:
         """Settle rows of unknown outcome (`settle`: their operations), then drive every operation to a recorded
         outcome, or stop cleanly on quota / unreachable API / a signal.
 
-        `operations` may be a generator that commits each operation's intent before yielding it: workers
+        `operations` may be a generator that commits each operation's intent before yielding it (an `Intent`,
+        or the `Operation` alone when its rows are to be read from the ledger): workers
         start on the first ones while later intent is still being written; after a stop no further intent
         is written (the run then records rows it never planned).
         """
@@ -119,7 +131,7 @@ class Executor:
             self.request_stop(e, 0)
         ahead = threading.Semaphore(self.concurrency * LOOKAHEAD)  # intent is written just ahead of sending
 
-        def drive(op: Operation) -> None:
+        def drive(op: Operation | Intent) -> None:
             try:
                 self._drive(op)
             except PayoutError:
@@ -166,7 +178,7 @@ class Executor:
                 remote = self.client.get_operation(operation_id)
                 if remote is None or remote.get("status") not in TERMINAL:
                     continue
-                entries = self.client.get_operation_log(operation_id)
+                entries = self.client.get_operation_log_entries(operation_id)
             except (ApiRejectedError, ApiTransientError) as e:
                 if isinstance(e, (AuthRefused, QuotaExhausted, ApiUnreachable)):
                     raise
@@ -183,10 +195,13 @@ class Executor:
 
     # -- one operation ----------------------------------------------------------------------------
 
-    def _drive(self, op: Operation) -> None:
+    def _drive(self, planned: Operation | Intent) -> None:
         if self._stop.is_set():
             return
-        rows = self.ledger.rows_of_operation(op.operation_id)
+        if isinstance(planned, Intent):
+            op, rows, pays = planned.operation, planned.rows, planned.pays
+        else:
+            op, rows, pays = planned, self.ledger.rows_of_operation(planned.operation_id), None
         remote = self._ensure_submitted(op, rows)
         try:
             while remote is not None and remote.get("status") not in TERMINAL:
@@ -198,7 +213,7 @@ class Executor:
             self._event("left_open")
             return
         if remote is not None:
-            self._resolve(op, remote, rows)
+            self._resolve(op, remote, rows, pays)
         with self._lock:
             self._outcome.operations_done += 1
 
@@ -270,7 +285,7 @@ class Executor:
             remote = self.client.get_operation(op.operation_id)
             if remote is None or remote.get("status") in TERMINAL:
                 return remote
-            delay = min(delay * 2, self.poll_max_s)
+            delay = min(delay * 1.5, self.poll_max_s)  # (x2 found a finished operation up to ~half its time late)
 
     def _reject(self, op: Operation, rows: list[tuple[str, bytes]], e: ApiRejectedError) -> None:
         """A definite refusal of the whole request: nothing was created; record why, per row where known."""
@@ -286,17 +301,19 @@ class Executor:
         self.ledger.record_outcome(op.operation_id, None, results, self.run_id)
         self.on_rows_done(len(rows))
 
-    def _resolve(self, op: Operation, remote: dict[str, Any], rows: list[tuple[str, bytes]]) -> None:
+    def _resolve(self, op: Operation, remote: dict[str, Any], rows: list[tuple[str, bytes]],
+                 pays: dict[str, tuple[str, int]] | None = None) -> None:
         """Map every log entry back to its row by `__item_idx` and record all results at once."""
         try:
-            entries: list[dict[str, Any]] | None = self.client.get_operation_log(op.operation_id)
+            entries: list[LogEntry] | list[dict[str, Any]] | None = self.client.get_operation_log_entries(
+                op.operation_id)
         except ApiRejectedError as e:
             # The log is gone for good (archived or lost): items may be paid. Never resend blind.
             log.error("operation_log_unavailable", operation_id=op.operation_id, code=e.code, error=str(e))
             entries = None
         # (an answer we cannot trust, ApiUnexpectedAnswer, propagates: the run stops, the operation stays open
         # and the next run reads its log again)
-        results = map_log(rows, remote.get("status"), entries)
+        results = map_log(rows, remote.get("status"), entries, pays)
         self.ledger.record_outcome(op.operation_id, remote, results, self.run_id)
         self._event(f"op_{str(remote.get('status')).lower()}")
         unknown = sum(r.status == "unknown" for r in results)
@@ -306,33 +323,42 @@ class Executor:
         self.on_rows_done(len(rows))
 
 
-def map_log(rows: Sequence[tuple[str, bytes]], status: str | None, entries: list[dict[str, Any]] | None
-            ) -> list[RowResult]:
+def map_log(rows: Sequence[tuple[str, bytes]], status: str | None,
+            entries: Sequence[dict[str, Any] | LogEntry] | None,
+            pays: Mapping[str, tuple[str, int]] | None = None) -> list[RowResult]:
     """One result per sent row (row key, item JSON as sent) from the operation log.
 
     Paid only with a bonus id and the user and amount we sent; refused only with an explicit failure entry
     for what we sent. Anything else is `unknown`: never resent, settled by asking the server (audit).
+    `entries`: the log as JSON objects or as `LogEntry`s (the same fields, decoded alone). `pays`: each row's
+    (user id, cents) its item was built from, compared without parsing the items again.
     """
-    sent = {key: item for key, item in rows}
+    items = {key: item for key, item in rows} if pays is None else {}
+    sent: Mapping[str, object] = pays if pays is not None else items
     seen: dict[str, RowResult] = {}
     for entry in entries or ():
-        if not isinstance(entry, dict):
+        if isinstance(entry, LogEntry):
+            echo = entry.input
+            if echo is None:
+                continue
+            key, user, amount, success, output = echo.item_idx, echo.user_id, echo.amount, entry.success, entry.output
+        elif isinstance(entry, dict) and isinstance(echoed := entry.get("input"), dict):
+            key, user, amount = echoed.get("__item_idx"), echoed.get("user_id"), echoed.get("amount")
+            success, output = entry.get("success"), entry.get("output")
+        else:
             continue
-        echoed = entry.get("input")
-        if not isinstance(echoed, dict):
+        if not isinstance(key, str) or key not in sent or key in seen and seen[key].status == "paid":
             continue
-        key = echoed.get("__item_idx")
-        if key not in sent or key in seen and seen[key].status == "paid":
-            continue
-        output = entry["output"] if isinstance(entry.get("output"), dict) else {}
-        mismatch = _mismatch(sent[key], echoed)
+        if not isinstance(output, dict):
+            output = {}
+        mismatch = _differs(*pays[key], user, amount) if pays is not None else _mismatch(items[key], user, amount)
         if mismatch:
             seen[key] = _unknown(key, "LOG_MISMATCH", f"the operation log shows {mismatch}")
-        elif entry.get("success") is True:
+        elif success is True:
             bonus_id = output.get("user_bonus_id")
             seen[key] = (RowResult(key, "paid", bonus_id=str(bonus_id)) if bonus_id not in (None, "") else
                          _unknown(key, "NO_BONUS_ID", "the log says success but names no bonus id"))
-        elif entry.get("success") is False:
+        elif success is False:
             errors = _field_errors(output)
             seen[key] = RowResult(key, "failed", errors=errors,
                                   retryable=any(e["code"] in RETRYABLE_ITEM_CODES for e in errors))
@@ -348,16 +374,32 @@ def _unknown(key: str, code: str, message: str) -> RowResult:
                                               "message": message + "; never resent: `payout audit` settles it"}])
 
 
-def _mismatch(sent: bytes, echoed: dict[str, Any]) -> str | None:
-    """How the log's echo of an item differs from what we sent in user or amount (None when it matches)."""
+def _mismatch(sent: bytes, user: Any, amount: Any) -> str | None:
+    """How the log's echo of an item (its user and amount) differs from what we sent (None when it matches)."""
     item = orjson.loads(sent)
-    if echoed.get("user_id") != item.get("user_id"):
-        return f"user {echoed.get('user_id')!r} where we sent {item.get('user_id')!r}"
+    if user != item.get("user_id"):
+        return f"user {user!r} where we sent {item.get('user_id')!r}"
     try:
-        same = Decimal(str(echoed.get("amount"))) == Decimal(str(item.get("amount")))
+        same = Decimal(str(amount)) == Decimal(str(item.get("amount")))
     except (InvalidOperation, ValueError):
         same = False
-    return None if same else f"amount {echoed.get('amount')!r} where we sent {item.get('amount')!r}"
+    return None if same else f"amount {amount!r} where we sent {item.get('amount')!r}"
+
+
+def _differs(user_id: str, cents: int, user: Any, amount: Any) -> str | None:
+    """`_mismatch` against the user and cents an item was built from (`wire.build_items`: the amount is exactly
+    `cents` / 100). A JSON number parsed to a float or int equals that decimal exactly when it equals the
+    correctly rounded float `cents / 100` (both round the same decimal); anything else is compared as Decimal."""
+    if user != user_id:
+        return f"user {user!r} where we sent {user_id!r}"
+    if type(amount) is float or type(amount) is int:
+        same = amount == cents / 100
+    else:
+        try:
+            same = Decimal(str(amount)) == Decimal(cents).scaleb(-2)
+        except (InvalidOperation, ValueError):
+            same = False
+    return None if same else f"amount {amount!r} where we sent {cents / 100!r}"
 
 
 def _field_errors(output: dict[str, Any]) -> list[dict[str, str]]:

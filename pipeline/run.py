@@ -20,7 +20,7 @@ from pipeline import dedupe, ingest, keys, logs, plan, recover, report, validate
 from pipeline.config import Settings
 from pipeline.contract import NEEDS_ATTENTION, new_run_id
 from pipeline.errors import ApiError, PayoutError, StopRequested, UsageError, next_step
-from pipeline.execute import ExecutionOutcome, Executor
+from pipeline.execute import ExecutionOutcome, Executor, Intent
 from pipeline.ledger import Ledger, Operation
 from pipeline.progress import Progress
 from pipeline.signals import StopSignal, stop_on_signals
@@ -114,23 +114,38 @@ def retry_failed(settings: Settings, target: Target, *, run_id: str | None = Non
         return finish(ledger, settings, target, retry_id, rows, states, planned, meta, outcome, started)
 
 
-def record_intents(ledger: Ledger, run_id: str, batch_id: str, planned: pd.DataFrame) -> Iterator[Operation]:
+def record_intents(ledger: Ledger, run_id: str, batch_id: str, planned: pd.DataFrame
+                   ) -> Iterator[Operation | Intent]:
     """Commit one chunk's intent (rows, items, operation id), then hand its operation over for sending.
 
     Each POST therefore follows its own durable intent; the executor pulls the next chunk only when a sender
-    is about to need it, so a stopped run leaves the rest unplanned (and says so).
+    is about to need it, so a stopped run leaves the rest unplanned (and says so). Items built here travel
+    with their operation (`Intent`) when the ledger took every row as given; else the executor reads them back.
     """
     for operation_id, chunk in planned.groupby("operation_id", sort=False):
-        items = chunk["item"].tolist() if "item" in chunk.columns else wire.build_items(chunk)
+        built = "item" not in chunk.columns
+        items = wire.build_items(chunk) if built else chunk["item"].tolist()
         if "lookalike" not in chunk.columns:  # stored with the intent: the guard of later batches
             chunk = chunk.assign(lookalike=keys.lookalike_keys(chunk))
-        ledger.record_intent(run_id, batch_id, chunk, items)
+        written = ledger.record_intent(run_id, batch_id, chunk, items)
         first = chunk.iloc[0]
-        yield Operation(str(operation_id), batch_id, run_id, int(first["chunk_no"]), int(first["attempt"]),
-                        len(chunk), "planned")
+        op = Operation(str(operation_id), batch_id, run_id, int(first["chunk_no"]), int(first["attempt"]),
+                       len(chunk), "planned")
+        yield _intent(op, chunk, items) if built and written == len(chunk) else op
 
 
-def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new: Iterable[Operation] = (),
+def _intent(op: Operation, chunk: pd.DataFrame, items: list[bytes]) -> Intent | Operation:
+    """The operation with its rows in the ledger's order (`Ledger.rows_of_operation`: source file, source row,
+    row key) and what each pays; the bare operation (rows read back) when a source is unknown."""
+    keys_, files, lines = chunk["row_key"].tolist(), chunk["source_file"].tolist(), chunk["source_row"].tolist()
+    if not all(isinstance(f, str) for f in files) or not all(isinstance(n, int) for n in lines):
+        return op
+    order = sorted(zip(files, lines, keys_, range(len(keys_))))  # already in this order as a rule: ~linear
+    pays = dict(zip(keys_, zip(chunk["user_id"].tolist(), chunk["amount_cents"].astype(int).tolist())))
+    return Intent(op, [(key, items[i]) for _, _, key, i in order], pays)
+
+
+def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new: Iterable[Operation | Intent] = (),
             new_rows: int = 0, stop: StopSignal | None = None) -> ExecutionOutcome:
     """Settle rows of unknown outcome, resume every open operation, then drive the `new` ones."""
     resumed = ledger.open_operations()

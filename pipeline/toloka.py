@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import orjson
 import requests
 import urllib3.exceptions
@@ -58,6 +59,33 @@ ABSENT_CODE_SUFFIXES = ("DOES_NOT_EXIST", "NOT_FOUND")  # DOES_NOT_EXIST, ENTITY
 MAX_OPERATIONS_LIMIT = 500  # GET /operations: Toloka's maximum page size
 
 Check = Callable[[Any], "str | None"]  # a 2xx answer -> what is wrong with it, or None
+
+
+class LogInput(msgspec.Struct, gc=False):
+    """What payout reads of a log entry's echo of the item sent (the rest of the item is skipped, not built)."""
+
+    item_idx: Any = msgspec.field(name="__item_idx", default=None)
+    user_id: Any = None
+    amount: Any = None
+
+
+class LogEntry(msgspec.Struct, gc=False):
+    """What payout reads of one operation log entry; absent fields are None, as `dict.get` would give."""
+
+    input: LogInput | None = None
+    success: Any = None
+    output: Any = None
+
+
+_LOG_DECODER = msgspec.json.Decoder(list[LogEntry])
+
+
+def _decode_log(content: bytes) -> Any:
+    """A log of the expected shape as `LogEntry`s; any other answer as orjson parses it (then checked as usual)."""
+    try:
+        return _LOG_DECODER.decode(content)
+    except msgspec.DecodeError:
+        return orjson.loads(content)
 _ABSENT = object()  # a JSON 404 "does not exist" answer, where the caller asked for that to be a value
 
 
@@ -139,7 +167,7 @@ class TolokaClient:
             self.requests_made[kind] = self.requests_made.get(kind, 0) + 1
 
     def _send(self, method: str, path: str, kind: str, *, check: Check | None = None, absent: bool = False,
-              **kwargs: Any) -> Any:
+              decode: Callable[[bytes], Any] = orjson.loads, **kwargs: Any) -> Any:
         """One HTTP exchange within the deadline; returns the parsed JSON answer, or raises a translated
         `ApiError`. `check` judges a 2xx answer; with `absent`, a JSON 404 "does not exist" returns _ABSENT."""
         self._count(kind)
@@ -163,7 +191,7 @@ class TolokaClient:
         status = resp.status_code
         if 200 <= status < 300:
             try:
-                answer = orjson.loads(resp.content)
+                answer = decode(resp.content)
             except orjson.JSONDecodeError as e:
                 raise ApiUnexpectedAnswer(f"{method} {path}: HTTP {status} answer is not JSON ({_shape(resp)})",
                                           status=status) from e
@@ -181,7 +209,7 @@ class TolokaClient:
         raise error
 
     def _get(self, path: str, kind: str, params: dict[str, Any] | None = None, *, check: Check | None = None,
-             absent: bool = False) -> Any:
+             absent: bool = False, decode: Callable[[bytes], Any] = orjson.loads) -> Any:
         """GET with retries on transient errors; quota waits beyond the policy raise `QuotaExhausted`.
 
         When retries run out: `ApiUnexpectedAnswer` if the server kept answering something we cannot trust,
@@ -189,7 +217,7 @@ class TolokaClient:
         attempt = 0
         while True:
             try:
-                return self._send("GET", path, kind, params=params, check=check, absent=absent)
+                return self._send("GET", path, kind, params=params, check=check, absent=absent, decode=decode)
             except QuotaExhausted:
                 raise
             except ApiTransientError as e:
@@ -223,6 +251,11 @@ class TolokaClient:
     def get_operation_log(self, operation_id: str) -> list[dict[str, Any]]:
         """The operation's log as the server gave it: a list of objects (their content is not judged here)."""
         return self._get(f"/operations/{operation_id}/log", "log", check=_log_problem)
+
+    def get_operation_log_entries(self, operation_id: str) -> list[LogEntry] | list[dict[str, Any]]:
+        """`get_operation_log` decoded into only what mapping it to rows reads (`LogEntry`, `execute.map_log`);
+        a log of another shape (an entry or echo that is not an object) comes back as plain JSON, checked alike."""
+        return self._get(f"/operations/{operation_id}/log", "log", check=_log_problem, decode=_decode_log)
 
     def get_user_bonus(self, bonus_id: str) -> dict[str, Any] | None:
         """The bonus, or None only on a JSON 404 "does not exist" envelope."""
@@ -294,7 +327,7 @@ def _operation_problem(answer: Any, operation_id: str) -> str | None:
 def _log_problem(answer: Any) -> str | None:
     if not isinstance(answer, list):
         return f"a JSON {_kind_of(answer)}, not an operation log (a list)"
-    if not all(isinstance(entry, dict) for entry in answer):
+    if not all(map(isinstance, answer, itertools.repeat((dict, LogEntry)))):  # (a C loop: 10,000 entries)
         return "a list holding something other than log entries (objects)"
     return None
 

@@ -16,16 +16,17 @@ def build_items(rows: pd.DataFrame) -> list[bytes]:
     """One JSON object per row (validated, canonical columns), amounts as exact decimal text."""
     titles = _json_objects(rows["public_title"])
     messages = _json_objects(rows["public_message"])
+    amounts: dict[int, orjson.Fragment] = {}  # sheets repeat amounts: each distinct one formatted once
     items = []
+    dumps, Fragment = orjson.dumps, orjson.Fragment
     for user_id, cents, without, comment, assignment, title, message in zip(
-        rows["user_id"], rows["amount_cents"], rows["without_message"], rows["private_comment"],
-        rows["assignment_id"], titles, messages,
+        rows["user_id"].tolist(), rows["amount_cents"].tolist(), rows["without_message"].tolist(),
+        rows["private_comment"].tolist(), rows["assignment_id"].tolist(), titles, messages,
     ):
-        item: dict[str, object] = {
-            "user_id": user_id,
-            "amount": orjson.Fragment(format_cents(int(cents))),
-            "without_message": bool(without),
-        }
+        amount = amounts.get(cents)
+        if amount is None:
+            amount = amounts[cents] = Fragment(format_cents(int(cents)))
+        item: dict[str, object] = {"user_id": user_id, "amount": amount, "without_message": bool(without)}
         if comment is not None and comment == comment:
             item["private_comment"] = comment
         if title is not None:
@@ -36,22 +37,15 @@ def build_items(rows: pd.DataFrame) -> list[bytes]:
             item["assignment_id"] = assignment
         # exact-size copy: each orjson result keeps a ~4 KiB allocation alive (orjson 3.13), i.e. ~390 MiB
         # for 100k items held until they are in the ledger; the copy is small and, reusing that block, faster
-        items.append(bytes(memoryview(orjson.dumps(item))))
+        items.append(bytes(memoryview(dumps(item))))
     return items
 
 
 def _json_objects(column: pd.Series) -> list[object]:
-    """Parse each distinct JSON text once (sheets repeat the same title thousands of times)."""
-    cache: dict[str, object] = {}
-    out: list[object] = []
-    for text in column:
-        if text is None or text != text:
-            out.append(None)
-            continue
-        if text not in cache:
-            cache[text] = orjson.Fragment(text.encode())
-        out.append(cache[text])
-    return out
+    """Each distinct JSON text as one orjson Fragment (sheets repeat the same title thousands of times)."""
+    codes, texts = pd.factorize(column, use_na_sentinel=True)
+    fragments = [orjson.Fragment(str(text).encode()) for text in texts]
+    return [fragments[code] if code >= 0 else None for code in codes.tolist()]
 
 
 def body_for(keys_and_items: Sequence[tuple[str, bytes]]) -> bytes:

@@ -7,8 +7,10 @@ an explicit failure entry; anything else is `unknown` (never resent, settled by 
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from pipeline.execute import map_log
+from pipeline.toloka import LogEntry, _decode_log
 
 USER = "a" * 32
 
@@ -92,3 +94,43 @@ def test_items_are_compared_as_sent() -> None:
     item = orjson.dumps({"user_id": USER, "amount": orjson.Fragment(b"0.07")})
     [r] = map_log([("a", item)], "SUCCESS", [persist("a", "1", amount=0.07)])
     assert r.status == "paid"
+
+
+# -- the fast paths: logs decoded as LogEntry structs, rows checked against the (user, cents) they were built from
+
+LOGS = [
+    [persist("a", "7"), rejected("b", "ENTITY_DOES_NOT_EXIST")],
+    [persist("a", "9", user_id="b" * 32), persist("b", "8", amount=7.0), persist("c", None)],
+    [rejected("a", "INTERNAL_ERROR"), persist("a", "9"), {"input": echo("b"), "success": "maybe"}],
+    [persist("a", "1", amount=1), persist("b", "2", amount="1.50"), persist("c", "3", amount=True)],
+    [{"input": {"__item_idx": 5}}, {"success": True}, {"input": None}, persist("zzz", "4"), {}],
+    [{"type": "USER_BONUS_PERSIST", "success": False, "input": echo("a"), "output": "not an object"}],
+    [],
+]
+
+
+@pytest.mark.parametrize("entries", LOGS)
+def test_a_log_decoded_as_structs_maps_exactly_as_its_json(entries: list) -> None:
+    decoded = _decode_log(orjson.dumps(entries))
+    assert all(isinstance(e, LogEntry) for e in decoded)
+    rows = sent("a", "b", "c")
+    pays = {k: (USER, 150) for k in ("a", "b", "c")}
+    expected = map_log(rows, "SUCCESS", entries)
+    assert map_log(rows, "SUCCESS", decoded) == expected
+    assert map_log(rows, "SUCCESS", entries, pays) == expected
+    assert map_log(rows, "SUCCESS", decoded, pays) == expected
+
+
+@pytest.mark.parametrize("entries", [["x", {"input": []}], [None], {"items": []}, [{"input": "a"}]])
+def test_a_log_of_another_shape_is_decoded_as_plain_json(entries: object) -> None:
+    assert _decode_log(orjson.dumps(entries)) == entries
+
+
+@pytest.mark.parametrize(("amount", "status"), [(0.07, "paid"), (7, "unknown"), (0.0700001, "unknown"),
+                                                 ("0.07", "paid"), (False, "unknown"), (None, "unknown")])
+def test_amounts_are_compared_exactly_with_the_cents_an_item_was_built_from(amount: object, status: str) -> None:
+    item = orjson.dumps({"user_id": USER, "amount": orjson.Fragment(b"0.07")})
+    entries = [persist("a", "1", amount=amount)]
+    [fast] = map_log([("a", item)], "SUCCESS", _decode_log(orjson.dumps(entries)), {"a": (USER, 7)})
+    [slow] = map_log([("a", item)], "SUCCESS", entries)
+    assert fast == slow and fast.status == status

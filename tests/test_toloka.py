@@ -22,7 +22,7 @@ from pipeline.errors import (
     RateLimited,
 )
 from pipeline.sandbox import SandboxServer
-from pipeline.toloka import RetryPolicy, TolokaClient
+from pipeline.toloka import LogEntry, RetryPolicy, TolokaClient
 
 FAST = RetryPolicy(max_retries=2, base_s=0.001, max_s=0.01)
 
@@ -40,7 +40,10 @@ def test_submit_poll_and_log_round_trip(sandbox) -> None:
             pass
         [entry] = client.get_operation_log(op_id)
         assert entry["input"]["__item_idx"] == "k1" and entry["success"]
-        assert client.requests_made == {"submit": 1, "poll": client.requests_made["poll"], "log": 1}
+        [decoded] = client.get_operation_log_entries(op_id)
+        assert isinstance(decoded, LogEntry) and decoded.input is not None and decoded.input.item_idx == "k1"
+        assert (decoded.success, decoded.output) == (True, entry["output"])
+        assert client.requests_made == {"submit": 1, "poll": client.requests_made["poll"], "log": 2}
 
 
 def test_repeated_operation_id_is_a_definite_refusal_with_its_code(sandbox) -> None:
@@ -233,6 +236,9 @@ def test_an_operation_answer_must_be_the_bonus_operation_asked_for(hostile: Host
 @pytest.mark.parametrize(("kind", "answer", "call"), [
     ("GET /operations/{id}/log", {"items": []}, lambda c: c.get_operation_log(OP_ID)),
     ("GET /operations/{id}/log", [{"success": True}, "entry"], lambda c: c.get_operation_log(OP_ID)),
+    ("GET /operations/{id}/log", {"items": []}, lambda c: c.get_operation_log_entries(OP_ID)),
+    ("GET /operations/{id}/log", [{"success": True}, "entry"], lambda c: c.get_operation_log_entries(OP_ID)),
+    ("GET /operations/{id}/log", "[{", lambda c: c.get_operation_log_entries(OP_ID)),
     ("GET /user-bonuses/{id}", {"id": "2"}, lambda c: c.get_user_bonus("1")),
     ("GET /user-bonuses/{id}", [], lambda c: c.get_user_bonus("1")),
     ("GET /user-bonuses", {"items": []}, lambda c: list(c.iter_user_bonuses())),

@@ -294,14 +294,16 @@ class Sandbox:
             raise ApiError(409, "ENTITY_CONFLICT", CONFLICT_MESSAGE,
                            {"user_id": {"code": "ENTITY_CONFLICT", "message": CONFLICT_MESSAGE}, "indexes": repeated})
         if async_mode:
-            return self._submit_async(request, op_id or str(uuid.uuid4()), skip_invalid, len(items), raw)
+            return self._submit_async(request, op_id or str(uuid.uuid4()), skip_invalid, items, raw)
         return self._create_sync(request, body, items, op_id, skip_invalid, raw)
 
-    def _submit_async(self, request: web.Request, op_id: str, skip_invalid: bool, total: int, raw: bytes) -> web.StreamResponse:
+    def _submit_async(self, request: web.Request, op_id: str, skip_invalid: bool, items: list[Any], raw: bytes
+                      ) -> web.StreamResponse:
         try:
-            self.store.submit_operation(op_id, skip_invalid, total, raw)
+            self.store.submit_operation(op_id, skip_invalid, len(items), raw)
         except OperationExists:
             raise ApiError(409, "OPERATION_ALREADY_EXISTS", f"Operation {op_id} already exists") from None
+        self.worker.parsed.put(op_id, items)
         self.worker.schedule(op_id)
         if self._reset_after_commit(request):
             return web.Response(status=RESET)
@@ -388,17 +390,20 @@ class Sandbox:
         return _page([self.operation_view(row) for row in rows[:limit]], len(rows) > limit)
 
     async def get_operation_log(self, request: web.Request) -> web.StreamResponse:
-        op_id = self._operation(request)[0]
+        op_id, status = self._operation(request)[:2]
         blob, paid, failed = self.store.operation_log(op_id)
         log = []
-        for idx, item in enumerate(as_items(orjson.loads(blob))):
+        for idx, item in enumerate(self.worker.parsed.get(op_id, blob)):
             if idx in paid:
                 log.append({"type": "USER_BONUS_PERSIST", "success": True, "input": item,
                             "output": {"user_bonus_id": str(paid[idx])}})
             elif idx in failed:
                 kind, out = failed[idx]
                 log.append({"type": kind, "success": False, "input": item, "output": orjson.Fragment(out)})
-        return json_response(log)
+        response = json_response(log)
+        if status in ("SUCCESS", "FAIL"):  # finished: its items are not needed again soon
+            self.worker.parsed.drop(op_id)
+        return response
 
     # ---- admin -----------------------------------------------------------------------------------
     async def set_faults(self, request: web.Request) -> web.StreamResponse:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -77,15 +78,9 @@ def validate_item(item: Any, limits: Limits) -> FieldErrors | None:
     elif isinstance(amount, bool) or not isinstance(amount, (int, float)):
         errors["amount"] = _error("FLOAT_EXPECTED", "Number expected")
     else:
-        value = Decimal(repr(amount))
-        if value < limits.min_amount:
-            errors["amount"] = _error(
-                "VALUE_LESS_THAN_MIN", f"Value must be greater or equal to {limits.min_amount}", [float(limits.min_amount)]
-            )
-        elif value > limits.max_amount:
-            errors["amount"] = _error(
-                "VALUE_GREATER_THAN_MAX", f"Value must be less or equal to {limits.max_amount}", [float(limits.max_amount)]
-            )
+        amount_error = _amount_error(amount, limits.min_amount, limits.max_amount)
+        if amount_error is not None:
+            errors["amount"] = amount_error
     without_message = item.get("without_message", False)
     if not isinstance(without_message, bool):
         errors["without_message"] = _error("BOOLEAN_EXPECTED", "Boolean expected")
@@ -105,12 +100,38 @@ def validate_item(item: Any, limits: Limits) -> FieldErrors | None:
     return errors or None
 
 
+@lru_cache(maxsize=65536, typed=True)  # sheets repeat amounts: one Decimal per distinct (type, value)
+def _amount_error(amount: float, min_amount: Decimal, max_amount: Decimal) -> dict[str, Any] | None:
+    value = Decimal(repr(amount))
+    if value < min_amount:
+        return _error("VALUE_LESS_THAN_MIN", f"Value must be greater or equal to {min_amount}", [float(min_amount)])
+    if value > max_amount:
+        return _error("VALUE_GREATER_THAN_MAX", f"Value must be less or equal to {max_amount}", [float(max_amount)])
+    return None
+
+
 def conflict_indexes(items: list[Any]) -> list[int]:
-    """Indexes of items repeating an earlier item's (user, amount, title, message, comment) in this request."""
+    """Indexes of items repeating an earlier item's (user, amount, title, message, comment) in this request.
+
+    Only items whose (user, amount, comment) repeats can repeat the whole key, so the texts are serialised for
+    those alone (a sheet with a comment per row serialises none)."""
+    counts: dict[Any, int] = {}
+    for item in items:
+        if isinstance(item, dict):
+            try:
+                pre = (item.get("user_id"), item.get("amount"), item.get("private_comment"))
+                counts[pre] = counts.get(pre, 0) + 1
+            except TypeError:
+                continue
     seen: set[tuple[Any, ...]] = set()
     repeated: list[int] = []
     for idx, item in enumerate(items):
         if not isinstance(item, dict):
+            continue
+        try:
+            if counts.get((item.get("user_id"), item.get("amount"), item.get("private_comment")), 0) < 2:
+                continue
+        except TypeError:
             continue
         try:
             key = (

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -38,15 +39,47 @@ def split_items(items: list[Any], limits: Limits) -> tuple[list[tuple[int, dict[
     return valid, invalid
 
 
+class ParsedItems:
+    """The items of recent operations as parsed from their POST body (the stored blob, parsed), so running an
+    operation and serving its log do not parse the same body again; bounded by item count, oldest dropped first.
+    Whatever is not here is parsed from the stored blob, as after a restart; a served log lets its items go."""
+
+    def __init__(self, max_items: int = 60_000) -> None:
+        self._max_items = max_items
+        self._held = 0
+        self._items: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def put(self, op_id: str, items: list[Any]) -> None:
+        self.drop(op_id)
+        if len(items) > self._max_items:
+            return
+        self._items[op_id] = items
+        self._held += len(items)
+        while self._held > self._max_items:
+            _, old = self._items.popitem(last=False)
+            self._held -= len(old)
+
+    def drop(self, op_id: str) -> None:
+        old = self._items.pop(op_id, None)
+        if old is not None:
+            self._held -= len(old)
+
+    def get(self, op_id: str, blob: bytes) -> list[Any]:
+        items = self._items.get(op_id)
+        return items if items is not None else as_items(orjson.loads(blob))
+
+
 class OperationWorker:
     """Runs each submitted operation in its own task; all database work happens on the loop thread."""
 
-    def __init__(self, store: Store, faults_ref: Any, limits: Limits, stats: Any) -> None:
+    def __init__(self, store: Store, faults_ref: Any, limits: Limits, stats: Any,
+                 parsed: ParsedItems | None = None) -> None:
         self._store = store
         self._faults_ref = faults_ref
         self._limits = limits
         self._stats = stats
         self._tasks: set[asyncio.Task[None]] = set()
+        self.parsed = parsed or ParsedItems()
 
     @property
     def _faults(self) -> Faults:
@@ -81,7 +114,7 @@ class OperationWorker:
         if loaded is None or loaded[0] not in ("PENDING", "RUNNING"):
             return
         _, skip_invalid, blob = loaded
-        items = as_items(orjson.loads(blob))
+        items = self.parsed.get(op_id, blob)
         valid, invalid = split_items(items, self._limits)
         failures = [(idx, "USER_BONUS_VALIDATE", out) for idx, out in invalid]
         paid = skip_invalid or not invalid
