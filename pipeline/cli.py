@@ -136,9 +136,11 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="where ledgers (DIR/ledgers/<target>.sqlite), reports (DIR/reports) and the embedded "
                         "sandbox (DIR/sandbox.sqlite) live (default: $PAYOUT_DATA_DIR, else data_dir from "
                         "--config, else $XDG_DATA_HOME/payout or ~/.local/share/payout)")
-    g.add_argument("--ledger", type=Path, metavar="PATH",
+    g.add_argument("--ledger", metavar="PATH|URL",
                    help="SQLite ledger (default DATA/ledgers/<target>.sqlite: local, toloka-sandbox, production, "
-                        "or a slug of --api-url; each target has its own so play payouts never mark real rows paid)")
+                        "or a slug of --api-url; each target has its own so play payouts never mark real rows paid), "
+                        "or postgresql://user@host/db: a shared ledger, where every `payout run` of a batch is a "
+                        "worker that shares its operations with the others (see README)")
     g.add_argument("--out", type=Path, metavar="DIR", help="report folder root (default DATA/reports)")
 
 
@@ -281,10 +283,10 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 def _announce(settings: Settings) -> None:
     """Every run says where its data lives: one plain stderr line and one structured log event (after the
     usage checks, so a refused run prints just its one error line)."""
-    print(f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports {settings.out_dir})",
+    print(f"payout: data dir {settings.data_dir} (ledger {settings.ledger_label}, reports {settings.out_dir})",
           file=sys.stderr)
     structlog.get_logger("payout").info("data_dir", data_dir=str(settings.data_dir),
-                                        ledger=str(settings.ledger_path), reports=str(settings.out_dir),
+                                        ledger=settings.ledger_label, reports=str(settings.out_dir),
                                         target=settings.target_id)
 
 
