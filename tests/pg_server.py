@@ -95,11 +95,14 @@ class PgServer:
 def pg_server() -> Iterator[PgServer]:
     """One throwaway server for the whole session (started on first use; skipped only without the binaries).
 
-    `PAYOUT_PG_URL=postgresql://...` uses an existing server instead (its user must be allowed CREATE DATABASE)."""
+    `PAYOUT_PG_URL=postgresql://...` uses an existing server instead (its user must be allowed CREATE DATABASE);
+    `PAYOUT_REQUIRE_PG=1` (set by .ci/run) turns a missing server into a failure instead of a skip."""
     if os.environ.get("PAYOUT_PG_URL"):
         yield ExternalServer(os.environ["PAYOUT_PG_URL"])  # type: ignore[misc]
         return
     reason = available()
+    if reason and os.environ.get("PAYOUT_REQUIRE_PG"):  # CI (.ci/run): the PostgreSQL half must not be skipped
+        pytest.fail(f"PAYOUT_REQUIRE_PG is set but {reason}")
     if reason:
         pytest.skip(reason)
     with PgServer() as server:

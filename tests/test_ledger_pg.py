@@ -229,15 +229,14 @@ def test_a_postgresql_ledger_that_cannot_be_reached_is_exit_2_naming_it_without_
 def payout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pg_server):
     """The `payout` fixture of tests/conftest.py, with every ledger a database of the session's PostgreSQL
     server (the same ledger path a test names twice is the same database)."""
-    from conftest import default_test_batch_id, needs_batch_id
-
     monkeypatch.setenv("TOLOKA_TOKEN", TOKEN)
     databases: dict[Path, str] = {}
 
     def run(*args: str, ledger: Path | None = None, out: Path | None = None) -> int:
         cmd, rest = args[0], list(args[1:])
-        if cmd == "run" and needs_batch_id(rest):
-            rest += ["--batch-id", default_test_batch_id(rest)]
+        if cmd == "run" and "--batch-id" not in rest:  # as tests/conftest.py's: the sorted sheet stems
+            sheets = [a for a in rest[:next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))]]
+            rest += ["--batch-id", "+".join(sorted(Path(s).stem for s in sheets))]
         if cmd in ("run", "retry", "audit", "recover"):
             where = ledger or tmp_path / "ledger.sqlite"
             if where not in databases:
