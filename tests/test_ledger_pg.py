@@ -296,3 +296,21 @@ def test_two_workers_pay_one_batch_exactly_once(sandbox, pg_url: str, tmp_path: 
     for n in range(2):
         report = read_rows(sorted((tmp_path / f"out{n}").iterdir())[-1])
         assert set(report["status"]) <= {"paid", "already_paid"} and len(report) == 120
+
+
+def test_the_ledger_location_is_a_path_or_a_postgresql_url_from_the_flag_or_a_config(tmp_path: Path) -> None:
+    from pipeline.config import load_settings
+
+    url = "postgresql://payout:pw@db.internal:5432/payout?sslmode=require"
+    s = load_settings("local", ledger_path=url)
+    assert s.ledger == url and s.ledger_label == "postgresql://payout:***@db.internal:5432/payout?sslmode=require"
+    config = tmp_path / "c.toml"
+    config.write_text('ledger_url = "postgresql://u@h/db"\n')
+    assert load_settings("local", config).ledger == "postgresql://u@h/db"
+    config.write_text('ledger_path = "postgres://u@h/db"\nclaim_lease_s = 5\n')
+    assert load_settings("local", config).ledger == "postgres://u@h/db"
+    assert load_settings("local", config).claim_lease_s == 5.0
+    assert load_settings("local", config, ledger_path=tmp_path / "l.sqlite").ledger == tmp_path / "l.sqlite"
+    config.write_text('ledger_url = "/not/a/url"\n')
+    with pytest.raises(UsageError, match="must be a postgresql:// URL"):
+        load_settings("local", config)
