@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,13 @@ def once(pg: PgServer | None, sheet_csv: Path, workers: int, chunk: int, concurr
                "--ledger", ledger, "--out", str(tmp / "reports"), "--chunk-size", str(chunk),
                "--concurrency", str(concurrency), "--batch-id", f"bench-{sheet_csv.stem}"]
         t0 = time.perf_counter()
-        runs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for _ in range(workers)]
+        logs = [open(tmp / f"worker{i}.log", "wb") for i in range(workers)]  # noqa: SIM115 - closed below
+        runs = [subprocess.Popen(cmd, env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT) for log in logs]
         codes = [r.wait() for r in runs]
         wall = time.perf_counter() - t0
+        for log in logs:
+            log.close()
+        phases = [_phases(tmp / f"worker{i}.log") for i in range(workers)]
         stats = sandbox_stats(url)
         server_cpu = cpu_seconds(proc.pid)
     finally:
@@ -51,7 +55,22 @@ def once(pg: PgServer | None, sheet_csv: Path, workers: int, chunk: int, concurr
         shutil.rmtree(tmp, ignore_errors=True)
     return {"workers": workers, "ledger": "postgresql" if pg else "sqlite", "wall_s": round(wall, 2),
             "exit_codes": codes, "server_created": stats.get("bonuses_created"), "server_cpu_s": round(server_cpu, 2),
-            "posts": stats["requests"].get("POST /api/v1/user-bonuses", 0)}
+            "posts": stats["requests"].get("POST /api/v1/user-bonuses", 0), "phases_s": phases}
+
+
+def _phases(log: Path) -> dict[str, float]:
+    """Where a worker's time went, from its JSON log: start-up + reading the sheet, planning (waiting for the
+    planning lock, recovery, matching, writing the plan), paying, and the report."""
+    stamps: dict[str, datetime] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            event = json.loads(line)
+            if event.get("event") in ("data_dir", "sheet_checked", "execute_start", "execute_done"):
+                stamps[event["event"]] = datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+    order = ["data_dir", "sheet_checked", "execute_start", "execute_done"]
+    names = ["read_check", "plan", "pay"]
+    return {n: round((stamps[b] - stamps[a]).total_seconds(), 2) for n, a, b in zip(names, order, order[1:])
+            if a in stamps and b in stamps}
 
 
 def main() -> int:
@@ -80,6 +99,7 @@ def main() -> int:
                 print(f"round {r + 1} {res['ledger']:<10} {n} worker(s): {res['wall_s']:6.2f} s "
                       f"{res['bonuses_per_s']:>7,}/s  sandbox cpu {res['server_cpu_s']} s  posts {res['posts']}",
                       flush=True)
+                print(f"    phases per worker (s): {res['phases_s']}", flush=True)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"rows": args.rows, "chunk_size": args.chunk_size,
                                      "concurrency": args.concurrency, "cpus": os.cpu_count(), "results": results},
