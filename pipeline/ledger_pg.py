@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import re
+import zlib
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -43,6 +44,14 @@ def redacted(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+_PLAIN_INSERT = re.compile(r"^INSERT INTO (\w+)\s*(?:\(([\w\s,]+)\))?\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)$",
+                           re.IGNORECASE)
+
+
+_UPSERT = re.compile(r"^INSERT INTO (\w+)\s*\(([\w\s,]+)\)\s*VALUES\s*\(\s*\?(?:\s*,\s*\?)*\s*\)\s*(ON CONFLICT\b.*)$",
+                     re.IGNORECASE | re.DOTALL)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -90,7 +99,31 @@ class PgConnection:
         return cur
 
     def executemany(self, sql: str, parameters: Iterable[Any]) -> Any:
+        """A plain multi-row INSERT (no ON CONFLICT: the same semantics) goes by COPY, ~10x fewer round trips'
+        worth of server work than one INSERT per row; e.g. the keys `known_rows` looks up in a temp table."""
         cur = self._conn.cursor()
+        plain = _PLAIN_INSERT.match(sql.strip())
+        if plain:
+            table, columns = plain.group(1), plain.group(2)
+            with cur.copy(f"COPY {table}{f' ({columns})' if columns else ''} FROM STDIN") as copy:
+                for row in parameters:
+                    copy.write_row(row)
+            return cur
+        upsert = _UPSERT.match(sql.strip())
+        if upsert and self.in_transaction:
+            # An upsert of many rows (intent): COPY them into a session-temporary copy of the columns, then ONE
+            # INSERT ... SELECT with the same ON CONFLICT clause. Same result for distinct keys (every caller's
+            # rows are: one row per row key / operation id); a key twice in one call raises (rolled back, nothing
+            # sent) where row-by-row would apply both.
+            table, columns, conflict = upsert.group(1), upsert.group(2), upsert.group(3)
+            stage = f"stage_{table}_{zlib.crc32(columns.encode()):08x}"
+            cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {stage} AS SELECT {columns} FROM {table} WITH NO DATA")
+            cur.execute(f"TRUNCATE {stage}")
+            with cur.copy(f"COPY {stage} ({columns}) FROM STDIN") as copy:
+                for row in parameters:
+                    copy.write_row(row)
+            cur.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} {conflict}")
+            return cur
         cur.executemany(translate(sql), parameters)
         return cur
 
