@@ -139,7 +139,11 @@ def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new
     one worker among those on the ledger: it claims open operations one at a time (see `Ledger.claims`).
     """
     if ledger.shared:
-        new_rows = sum(op.item_count for op in new)  # writes every intent; the next planner finds them
+        new_rows = 0
+        for op in new:  # writes each intent; the next planner finds them. A signal: no further intent
+            new_rows += op.item_count
+            if stop is not None and stop.signum is not None:
+                break
         new = ()
         ledger.release_planning_lock()
     resumed = ledger.open_operations()
