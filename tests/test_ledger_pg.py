@@ -314,3 +314,33 @@ def test_the_ledger_location_is_a_path_or_a_postgresql_url_from_the_flag_or_a_co
     config.write_text('ledger_url = "/not/a/url"\n')
     with pytest.raises(UsageError, match="must be a postgresql:// URL"):
         load_settings("local", config)
+
+
+def test_sigterm_stops_a_worker_that_releases_its_claims_and_the_next_run_pays_each_row_once(
+        tmp_path: Path, pg_url: str) -> None:
+    """A PostgreSQL worker told to stop (SIGTERM) exits 143 with its partial report, leaves no claim behind (the
+    next worker need not wait for a lease), and the next run pays every row exactly once."""
+    import signal
+
+    from payout_helpers import payout_process, post_count
+    from sandbox_fixtures import SandboxProcess
+    from waiting import wait_for
+
+    rows = [row(i, amount=f"{1 + i % 5}.{i % 100:02d}") for i in range(60)]
+    sheet = write_csv(tmp_path / "p.csv", rows)
+    expected = Counter((uid(i), f"{1 + i % 5}.{i % 100:02d}") for i in range(60))
+    config = tmp_path / "c.toml"
+    config.write_text("signal_grace_s = 1.0\npoll_initial_s = 0.05\nclaim_lease_s = 600\n")
+    with SandboxProcess(tmp_path / "s.sqlite", "--faults", "slow_op_ms=3000") as server:
+        args = ("run", str(sheet), "--api-url", server.url, "--batch-id", "b", "--ledger", pg_url,
+                "--out", str(tmp_path / "out"), "--config", str(config), "--chunk-size", "10", "--concurrency", "2")
+        proc = payout_process(*args)
+        wait_for(lambda: post_count(server.url) >= 1 or proc.poll() is not None, "the first POST", 60)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 143
+        with psycopg.connect(pg_url) as db:
+            assert db.execute("SELECT count(*) FROM operations WHERE claimed_by IS NOT NULL"
+                              " AND state IN ('planned', 'submitted')").fetchone() == (0,)
+        # the next run resumes at once (claims released; a 600 s lease would otherwise hold it up)
+        assert payout_process(*args).wait(timeout=120) == 0
+        assert paid_multiset(server_bonuses(server.url)) == expected
