@@ -113,12 +113,12 @@ class AuditResult:
 
 def run_audit(settings: Settings, target: Target, run_id: str | None = None) -> AuditResult:
     """Reconcile the ledger (one run's batch, or all of it) with the server; write audit.parquet."""
-    with Ledger(settings.ledger_path, lock=False) as ledger:
+    with Ledger(settings.ledger, lock=False) as ledger:
         batch_id = None
         if run_id:
             info = ledger.run_info(run_id)
             if info is None:
-                raise UsageError(f"no run {run_id} in ledger {settings.ledger_path}")
+                raise UsageError(f"no run {run_id} in ledger {settings.ledger_label}")
             batch_id = info["batch_id"]
         rows = ledger.rows_frame(batch_id=batch_id, statuses=("paid",))
         unknown = ledger.rows_frame(batch_id=batch_id, statuses=("unknown",))

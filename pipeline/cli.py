@@ -186,9 +186,11 @@ def _target_args(p: argparse.ArgumentParser) -> None:
                    help="where ledgers (DIR/ledgers/<target>.sqlite), reports (DIR/reports) and the embedded "
                         "sandbox (DIR/sandbox.sqlite) live (default: $PAYOUT_DATA_DIR, else data_dir from "
                         "--config, else $XDG_DATA_HOME/payout or ~/.local/share/payout)")
-    g.add_argument("--ledger", type=Path, metavar="PATH",
+    g.add_argument("--ledger", metavar="PATH|URL",
                    help="SQLite ledger (default DATA/ledgers/<target>.sqlite: local, toloka-sandbox, production, "
-                        "or a slug of --api-url; each target has its own so play payouts never mark real rows paid)")
+                        "or a slug of --api-url; each target has its own so play payouts never mark real rows paid), "
+                        "or postgresql://user@host/db: a shared ledger, where every `payout run` of a batch is a "
+                        "worker that shares its operations with the others (see README)")
     g.add_argument("--out", type=Path, metavar="DIR", help="report folder root (default DATA/reports)")
 
 
@@ -393,20 +395,21 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     """`payout status`: read-only; exit 2 only for a RUN_ID the ledger does not hold."""
     from pipeline import status
 
-    doc = status.collect(settings.ledger_path, settings.out_dir, args.run_id, max(1, args.last))
+    doc = status.collect(settings.ledger, settings.out_dir, args.run_id, max(1, args.last))
     if args.run_id and not doc["runs"]:
-        raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_path}")
+        raise UsageError(f"no run {args.run_id} in ledger {settings.ledger_label}")
     print(status.as_json(doc) if args.json else status.format_status(doc))
     return 0
 
 
 def _warn_unfinished(settings: Settings) -> None:
     """A run killed outright (SIGKILL, power loss) writes no report and says nothing: the next run says it."""
-    if not settings.ledger_path.exists():
-        return
     from pipeline.ledger import Ledger
 
-    with Ledger(settings.ledger_path, lock=False) as ledger:
+    ledger = Ledger(settings.ledger, lock=False)
+    if ledger.path is not None and not ledger.path.exists():
+        return
+    with ledger:
         last = ledger.latest_run()
     if last is not None and last["finished"] is None:
         _say("previous_run_unfinished", f"payout: run {last['run_id']} (batch {last['batch_id']}) never finished: "
@@ -424,8 +427,8 @@ def _check_token(target: Target, settings: Settings) -> None:
 def _announce(settings: Settings) -> None:
     """Every run says where its data lives: one plain stderr line and one structured log event (after the
     usage checks, so a refused run prints just its one error line)."""
-    _say("data_dir", f"payout: data dir {settings.data_dir} (ledger {settings.ledger_path}, reports "
-         f"{settings.out_dir})", data_dir=str(settings.data_dir), ledger=str(settings.ledger_path),
+    _say("data_dir", f"payout: data dir {settings.data_dir} (ledger {settings.ledger_label}, reports "
+         f"{settings.out_dir})", data_dir=str(settings.data_dir), ledger=settings.ledger_label,
          reports=str(settings.out_dir), target=settings.target_id)
 
 

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from pipeline.contract import DEDUPE_POLICIES, DedupePolicy
 from pipeline.errors import UsageError
+from pipeline.ledger_pg import is_url, redacted
 
 ENVS = ("local", "sandbox", "production")
 # The TOML files live in the top-level configs/ folder of the source tree and ship inside the package as
@@ -68,6 +69,10 @@ class Settings:
     lookalike_window_h: float = 72.0
     recover_window_days: float = 30.0
     signal_grace_s: float = 20.0
+    # a shared PostgreSQL ledger: how long a worker's claim on an operation lasts unless renewed (every third of
+    # it); a worker that dies leaves its operations to the others after this long
+    claim_lease_s: float = 30.0
+    ledger_url: str | None = None  # postgresql://user@host/db: a shared ledger instead of the file ledger_path
     batch_id_template: str | None = None  # e.g. "{sheet}-{date}"; placeholders {sheet}, {date}, {env}
     # None: $PAYOUT_DATA_DIR, else $XDG_DATA_HOME/payout, else ~/.local/share/payout
     data_dir: Path = None  # type: ignore[assignment]
@@ -88,6 +93,16 @@ class Settings:
         }
         for name, value in derived.items():
             object.__setattr__(self, name, value)
+
+    @property
+    def ledger(self) -> str | Path:
+        """Where the ledger is: the PostgreSQL URL when one is set, else the SQLite file."""
+        return self.ledger_url if self.ledger_url is not None else self.ledger_path
+
+    @property
+    def ledger_label(self) -> str:
+        """The ledger's location for messages and reports (a URL without its password)."""
+        return redacted(self.ledger_url) if self.ledger_url is not None else str(self.ledger_path)
 
     @property
     def embedded(self) -> bool:
@@ -117,7 +132,11 @@ def load_settings(env: str = "local", config_file: Path | None = None, **overrid
     if config_file is not None:
         values.update(_read_toml(Path(config_file)))
     given = {k: v for k, v in overrides.items() if v is not None}
-    values.update(_checked(given, "overrides"))
+    values.update(checked := _checked(given, "overrides"))
+    if "ledger_path" in checked:  # --ledger FILE wins over a config's ledger_url (and --ledger URL over its path)
+        values.pop("ledger_url", None)
+    elif "ledger_url" in checked:
+        values.pop("ledger_path", None)
     if "data_dir" not in given and os.environ.get(DATA_DIR_VAR, "").strip():
         values["data_dir"] = _absolute(os.environ[DATA_DIR_VAR].strip())
     values["env"] = env
@@ -220,8 +239,15 @@ def preflight(settings: Settings, sheets: Sequence[str | Path] = ()) -> None:
         if not path.is_file():
             what = "is a folder, not a file" if path.is_dir() else "does not exist"
             raise UsageError(f"sheet {path} {what}: check the path (relative paths start from {Path.cwd()})")
-    _writable_dir(settings.ledger_path.parent, "ledger folder", "choose a writable --data-dir, or --ledger PATH")
-    ledger = settings.ledger_path
+    if settings.ledger_url is None:  # a PostgreSQL ledger is checked when it is opened (exit 2 if it cannot be)
+        _check_ledger_file(settings.ledger_path)
+    _writable_dir(settings.out_dir, "report folder", "choose a writable --data-dir, or --out DIR")
+    if settings.embedded:
+        _writable_dir(settings.sandbox_db.parent, "embedded sandbox folder", "choose a writable --data-dir")
+
+
+def _check_ledger_file(ledger: Path) -> None:
+    _writable_dir(ledger.parent, "ledger folder", "choose a writable --data-dir, or --ledger PATH")
     if ledger.is_dir():
         raise UsageError(f"ledger {ledger} is a folder: pass --ledger the path of a .sqlite file")
     if ledger.exists():
@@ -231,9 +257,6 @@ def preflight(settings: Settings, sheets: Sequence[str | Path] = ()) -> None:
         except OSError as exc:
             raise UsageError(f"ledger {ledger} is not writable ({exc.strerror or exc}): fix its permissions "
                              f"(the same user must run every payout) or choose another --ledger") from None
-    _writable_dir(settings.out_dir, "report folder", "choose a writable --data-dir, or --out DIR")
-    if settings.embedded:
-        _writable_dir(settings.sandbox_db.parent, "embedded sandbox folder", "choose a writable --data-dir")
 
 
 def _writable_dir(path: Path, what: str, hint: str) -> None:
@@ -328,6 +351,8 @@ def _checked(data: dict[str, Any], source: str, base: Path | None = None) -> dic
     """
     out: dict[str, Any] = {}
     for key, value in data.items():
+        if key == "ledger_path" and is_url(value):  # `--ledger postgresql://...`: a shared ledger
+            key = "ledger_url"
         if key not in _FIELDS or key == "env":
             known = ", ".join(k for k in _FIELDS if k != "env")
             raise UsageError(f"{source}: unknown key {key!r} (known: {known})")
@@ -366,6 +391,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise UsageError(f"{where} must be one of {', '.join(DEDUPE_POLICIES)}, got {value!r}")
     if key == "api_url":
         return normalise_api_url(value, where)
+    if key == "ledger_url" and not is_url(value):
+        raise UsageError(f"{where} must be a postgresql:// URL, got {value!r}")
     if key == "batch_id_template":
         return _checked_template(value, where)
     return value

@@ -1,28 +1,39 @@
-"""The SQLite journal that makes payouts exactly-once: a row's status in the ledger *is* its state.
+"""The journal that makes payouts exactly-once: a row's status in the ledger *is* its state.
 
 Every transition is one function and one transaction. Intent (rows + operation id) is committed before
-any request is sent; the file is in WAL mode with synchronous=FULL, so what a commit says survives a
-kill -9 or a power cut. One writer at a time: an exclusive `flock` on `<ledger>.lock`.
+any request is sent. Two backends behind one set of statements, chosen by the location:
+- a path: SQLite in WAL mode with synchronous=FULL, so what a commit says survives a kill -9 or a power
+  cut; one writer at a time: an exclusive `flock` on `<ledger>.lock`;
+- `postgresql://...`: a shared ledger (pipeline/ledger_pg.py translates the statements); many `payout run`
+  workers share a batch: planning under an advisory lock (the first planner writes the whole plan, the
+  others find it), each open operation claimed by one worker (`FOR UPDATE SKIP LOCKED`) for a lease that
+  its worker renews; a dead worker's claim expires and another resumes the operation (asking the server
+  by operation id first, see execute.py).
+The schema is versioned (`meta.schema_version`): an older ledger is upgraded in one transaction, a newer
+one refused.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import re
 import sqlite3
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pandas as pd
 
 from pipeline.contract import MAY_BE_PAID, OperationState, RowState
 from pipeline.errors import LedgerLocked, UsageError
+from pipeline.ledger_pg import is_url, redacted
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -78,19 +89,48 @@ CREATE TABLE IF NOT EXISTS operations (
     updated      TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ops_open ON operations(state);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+# meta comes first: it holds the schema version, read before anything else is created
+META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 # Columns added after the first release: an older ledger gains them (NULL) when opened.
 MIGRATIONS = (
     ("rows", "content_key", "TEXT"), ("rows", "lookalike", "TEXT"), ("rows", "paid_at", "TEXT"),
     ("runs", "sheet_rows", "INTEGER"), ("runs", "to_plan", "INTEGER"), ("runs", "planned", "INTEGER"),
+    # version 3: which worker holds an open operation, and until when (PostgreSQL's server clock)
+    ("operations", "claimed_by", "TEXT"), ("operations", "claim_until", "{timestamp}"),
 )
+# 1: the first release; 2: + content keys, look-alikes, run counts (both unversioned); 3: versioned, + claims.
+# An unversioned ledger is 1 or 2: every missing column is added (NULL), in the same transaction as the rest.
+SCHEMA_VERSION = 3
+MIGRATION_LOCK = 0x7061796F7574  # pg_advisory_xact_lock key: workers opening a fresh database at once
+PLANNING_LOCK = 0x706C616E  # pg_advisory_lock key: one planner of a shared ledger at a time
 POST_MIGRATION = """
 DROP INDEX IF EXISTS rows_by_content;
 -- only rows keyed by a bonus_key have a content key of their own; the rest are found by row_key
 CREATE INDEX IF NOT EXISTS rows_by_bonus_content ON rows(content_key) WHERE content_key != row_key;
 CREATE INDEX IF NOT EXISTS rows_by_lookalike ON rows(lookalike);
 """
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a DDL script, comments dropped (they may hold ';'); executescript would COMMIT."""
+    text = re.sub(r"--[^\n]*", "", script)
+    return [s.strip() for s in text.split(";") if s.strip()]
+
+
+class Cursor(Protocol):
+    def fetchall(self) -> list[Any]: ...
+    def fetchone(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """What the ledger needs of a connection: sqlite3's, or ledger_pg.PgConnection's imitation of it."""
+
+    @property
+    def in_transaction(self) -> bool: ...
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
+    def close(self) -> None: ...
 
 
 _MAY_BE_PAID_SQL = ",".join(f"'{s}'" for s in MAY_BE_PAID)
@@ -126,44 +166,108 @@ class RowResult:
 
 
 class Ledger:
-    """Open with `with Ledger(path) as ledger:`; raises `LedgerLocked` if another process holds it.
+    """Open with `with Ledger(location) as ledger:`; a path is SQLite (raises `LedgerLocked` if another process
+    holds it), a `postgresql://` URL is a shared ledger (see the module docstring).
 
     `lock=False` is for readers that never write intent (dry runs, reports, audits).
     """
 
     def __init__(self, path: str | Path, *, lock: bool = True) -> None:
-        self.path = Path(path)
+        self.url = str(path) if is_url(path) else None
+        self.path = Path(path) if self.url is None else None
+        self.label = redacted(self.url) if self.url is not None else str(self.path)
         self.lock = lock
         self._lock_fd: int | None = None
-        self._db: sqlite3.Connection | None = None
+        self._db: Connection | None = None
         self._mutex = threading.Lock()
+        self._planning = False
+
+    @property
+    def shared(self) -> bool:
+        """True on PostgreSQL: many workers share the ledger's open operations (claims), none locks it whole."""
+        return self.url is not None
 
     def __enter__(self) -> Ledger:
         try:
+            if self.url is not None:
+                from pipeline.ledger_pg import PgConnection
+
+                self._db = PgConnection(self.url)
+                self._migrate()
+                return self
+            assert self.path is not None
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.lock:
                 self._acquire_lock()
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.execute("PRAGMA busy_timeout=10000")
-            self._db.execute("PRAGMA cache_size=-65536")  # 64 MiB: intent of 100k rows stays in memory
-            self._db.executescript(SCHEMA)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db = db
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA cache_size=-65536")  # 64 MiB: intent of 100k rows stays in memory
             self._migrate()
-        except LedgerLocked:
+        except (LedgerLocked, UsageError):
+            self.__exit__()
             raise
         except (OSError, sqlite3.OperationalError) as e:
             self.__exit__()
-            raise UsageError(f"ledger {self.path} cannot be opened for writing ({e}); check the folder's "
+            raise UsageError(f"ledger {self.label} cannot be opened for writing ({e}); check the folder's "
                              "permissions or choose another place with --ledger / --data-dir") from None
+        except Exception as e:  # psycopg's errors: psycopg is imported only for a PostgreSQL ledger
+            self.__exit__()
+            if type(e).__module__.startswith("psycopg"):
+                raise UsageError(f"ledger {self.label} cannot be opened ({str(e).strip()})") from None
+            raise
         return self
 
     def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION in ONE transaction, or refuse a ledger written by a newer payout.
+
+        Nothing is half-upgraded: SQLite and PostgreSQL both roll DDL back. On PostgreSQL an advisory lock
+        makes workers that open a fresh database at the same moment take turns.
+        """
+        with self._mutex:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if self.url is not None:
+                    db.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+                db.execute(META)
+                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                version = int(row[0]) if row else None
+                if version is not None and version > SCHEMA_VERSION:
+                    raise UsageError(f"ledger {self.label} has schema version {version}, newer than this payout "
+                                     f"knows ({SCHEMA_VERSION}): upgrade payout; the ledger was not changed")
+                if version != SCHEMA_VERSION:
+                    self._upgrade(db)
+                    db.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?) ON CONFLICT(key) DO UPDATE"
+                               " SET value=excluded.value", (str(SCHEMA_VERSION),))
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _upgrade(self, db: Connection) -> None:
+        """Create what is missing (fresh ledger) and add every column a ledger of an older version lacks."""
+        timestamp = "TIMESTAMPTZ" if self.url is not None else "TEXT"
+        for statement in _statements(SCHEMA):
+            db.execute(statement)
         for table, column, kind in MIGRATIONS:
-            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
-            if column not in have:
-                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
-        self.db.executescript(POST_MIGRATION)
+            if column not in self._columns(db, table):
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind.format(timestamp=timestamp)}")
+        for statement in _statements(POST_MIGRATION):
+            db.execute(statement)
+        if self.url is not None:
+            from pipeline.ledger_pg import EXTRA_DDL
+
+            for statement in EXTRA_DDL:
+                db.execute(statement)
+
+    def _columns(self, db: Connection, table: str) -> set[str]:
+        if self.url is not None:
+            return {r[0] for r in db.execute("SELECT column_name FROM information_schema.columns WHERE"
+                                             " table_schema = current_schema() AND table_name=?", (table,)).fetchall()}
+        return {r[1] for r in db.execute(f"PRAGMA table_info({table})").fetchall()}
 
     def __exit__(self, *exc: object) -> None:
         if self._db is not None:
@@ -187,7 +291,7 @@ class Ledger:
         self._lock_fd = fd
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> Connection:
         assert self._db is not None, "Ledger used outside its `with` block"
         return self._db
 
@@ -230,7 +334,7 @@ class Ledger:
         if known is None:
             self.set_meta("target", target_id)
         elif known != target_id:
-            raise UsageError(f"ledger {self.path} belongs to target {known}, not {target_id}; use that "
+            raise UsageError(f"ledger {self.label} belongs to target {known}, not {target_id}; use that "
                              "target's own ledger (--ledger or --data-dir)")
         return self.get_meta("recovered_through") is None
 
@@ -545,6 +649,91 @@ class Ledger:
     def run_operation_states(self, run_id: str) -> dict[str, int]:
         """Operations `run_id` created or last touched, per ledger state (planned | submitted | done | rejected)."""
         return dict(self._query("SELECT state, COUNT(*) FROM operations WHERE run_id=? GROUP BY state", (run_id,)))
+
+
+    # -- a shared ledger (PostgreSQL): one planner at a time, operations claimed for a lease ----------------
+
+    def hold_planning_lock(self) -> None:
+        """PostgreSQL: recover, match and plan one worker at a time (until `release_planning_lock` or close), so
+        the first planner writes the whole plan and the next one finds it committed (its rows already planned).
+        SQLite: nothing (the file lock already admits one run)."""
+        if self.url is None or self._planning:
+            return
+        self._query("SELECT pg_advisory_lock(?)", (PLANNING_LOCK,))
+        self._planning = True
+
+    def release_planning_lock(self) -> None:
+        if self._planning:
+            self._query("SELECT pg_advisory_unlock(?)", (PLANNING_LOCK,))
+            self._planning = False
+
+    def claim_operation(self, worker: str, lease_s: float) -> Operation | None:
+        """Claim the first open operation nobody holds (or whose holder's lease ran out) for `lease_s` seconds of
+        the server's clock. SKIP LOCKED: workers claiming at the same moment never wait for, nor get, the same
+        one. The claimant of a dead worker's operation asks the server by its id before any POST (execute.py)."""
+        rows = self._query(
+            "UPDATE operations SET claimed_by=?, claim_until=clock_timestamp() + make_interval(secs => ?)"
+            " WHERE operation_id = (SELECT operation_id FROM operations WHERE state IN ('planned', 'submitted')"
+            " AND (claim_until IS NULL OR claim_until < clock_timestamp()) ORDER BY run_id, chunk_no"
+            " LIMIT 1 FOR UPDATE SKIP LOCKED)"
+            " RETURNING operation_id, batch_id, run_id, chunk_no, attempt, item_count, state", (worker, lease_s))
+        return Operation(*rows[0]) if rows else None
+
+    def renew_claims(self, worker: str, lease_s: float) -> None:
+        self._query("UPDATE operations SET claim_until=clock_timestamp() + make_interval(secs => ?) WHERE claimed_by=?"
+                    " AND state IN ('planned', 'submitted') RETURNING 1", (lease_s, worker))
+
+    def release_claims(self, worker: str) -> None:
+        """A worker that stops leaves its open operations to the others at once (not after the lease)."""
+        self._query("UPDATE operations SET claimed_by=NULL, claim_until=NULL WHERE claimed_by=?"
+                    " AND state IN ('planned', 'submitted') RETURNING 1", (worker,))
+
+    def claims(self, worker: str, lease_s: float, *, busy_limit: int, stopping: Callable[[], bool],
+               poll_s: float = 0.2) -> Iterator[Operation]:
+        """Operations for this worker, one claim at a time, while it drives fewer than `busy_limit` (a claim
+        waiting in a queue is work another worker could do). Ends when nothing is open any more, so every worker
+        stays until the batch is done and takes over what a dead worker's expired claim leaves."""
+        while not stopping():
+            mine, others = self._query(
+                "SELECT COALESCE(SUM(CASE WHEN claimed_by=? THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN claimed_by"
+                " IS DISTINCT FROM ? THEN 1 ELSE 0 END), 0) FROM operations WHERE state IN ('planned', 'submitted')",
+                (worker, worker))[0]
+            if mine < busy_limit:
+                op = self.claim_operation(worker, lease_s)
+                if op is not None:
+                    yield op
+                    continue
+                if not others:
+                    return
+            time.sleep(poll_s)
+
+    def keeping_claims(self, worker: str, lease_s: float) -> _ClaimKeeper:
+        """While inside: renew this worker's claims every lease/3 seconds; on leaving, release the open ones."""
+        return _ClaimKeeper(self, worker, lease_s)
+
+
+class _ClaimKeeper:
+    def __init__(self, ledger: Ledger, worker: str, lease_s: float) -> None:
+        self.ledger, self.worker, self.lease_s = ledger, worker, lease_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="claims", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.lease_s / 3):
+            try:
+                self.ledger.renew_claims(self.worker, self.lease_s)
+            except Exception:  # the ledger is gone: the claims expire and others resume the operations (safe)
+                return
+
+    def __enter__(self) -> None:
+        if self.ledger.shared:
+            self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.ledger.shared:
+            self._done.set()
+            self._thread.join()
+            self.ledger.release_claims(self.worker)
 
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:

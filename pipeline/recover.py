@@ -143,9 +143,9 @@ def run_recover(settings: Any, target: Any, *, since: datetime, until: datetime 
     """`payout recover`: rebuild the ledger's knowledge from the server; exit 0."""
     from pipeline.target import make_client
 
-    with Ledger(settings.ledger_path) as ledger:
+    with Ledger(settings.ledger) as ledger:
         ledger.bind_target(target.ledger_id(settings))
         with make_client(target, settings) as client:
             stats = recover_into(ledger, client, since, until, max_wait_s=settings.max_wait_s)
-    print(f"Ledger {settings.ledger_path}: {stats.describe()}")
+    print(f"Ledger {settings.ledger_label}: {stats.describe()}")
     return 0

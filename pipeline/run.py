@@ -55,7 +55,9 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     keyed = keyed[list(report.SHEET_COLUMNS)]  # all the report needs of every row: the texts live on in `unique`
     meta: dict[str, Any] = {"batch_id": batch_id, "dry_run": dry_run}
     outcome = None
-    with Ledger(settings.ledger_path, lock=not dry_run) as ledger, stop_on_signals() as stop:
+    with Ledger(settings.ledger, lock=not dry_run) as ledger, stop_on_signals() as stop:
+        if not dry_run:  # PostgreSQL: one planner at a time, until `execute` has written the whole plan
+            ledger.hold_planning_lock()
         if target is not None and not dry_run and ledger.bind_target(target.ledger_id(settings)):
             try:  # a ledger new to its target first learns from the server what it already paid
                 with make_client(target, settings) as client:
@@ -96,9 +98,10 @@ def retry_failed(settings: Settings, target: Target, *, run_id: str | None = Non
     """
     retry_id, started = new_run_id(), time.monotonic()
     structlog.contextvars.bind_contextvars(run_id=retry_id)
-    with Ledger(settings.ledger_path) as ledger, stop_on_signals() as stop:
+    with Ledger(settings.ledger) as ledger, stop_on_signals() as stop:
+        ledger.hold_planning_lock()  # PostgreSQL: one planner at a time (released by `execute`)
         if run_id is not None and ledger.run_info(run_id) is None:
-            raise UsageError(f"no run {run_id} in ledger {settings.ledger_path}")
+            raise UsageError(f"no run {run_id} in ledger {settings.ledger_label}")
         ledger.bind_target(target.ledger_id(settings))
         candidates = ledger.rows_frame(run_id=run_id, statuses=("failed", "planned"))
         touched = candidates[(candidates["status"] != "failed") | (candidates["retryable"] == 1)]
@@ -147,9 +150,21 @@ def _intent(op: Operation, chunk: pd.DataFrame, items: list[bytes]) -> Intent | 
 
 def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new: Iterable[Operation | Intent] = (),
             new_rows: int = 0, stop: StopSignal | None = None) -> ExecutionOutcome:
-    """Settle rows of unknown outcome, resume every open operation, then drive the `new` ones."""
+    """Settle rows of unknown outcome, resume every open operation, then drive the `new` ones.
+
+    A shared (PostgreSQL) ledger: the whole plan is written now, under the planning lock, and then this run is
+    one worker among those on the ledger: it claims open operations one at a time (see `Ledger.claims`).
+    """
+    if ledger.shared:
+        new_rows = 0
+        for op in new:  # writes each intent; the next planner finds them. A signal: no further intent
+            new_rows += op.item_count
+            if stop is not None and stop.signum is not None:
+                break
+        new = ()
+        ledger.release_planning_lock()
     resumed = ledger.open_operations()
-    total = sum(op.item_count for op in resumed) + new_rows
+    total = sum(op.item_count for op in resumed) + (0 if ledger.shared else new_rows)
     with make_client(target, settings) as client, Progress(total, "paying") as progress:
         executor = Executor(ledger, client, run_id, concurrency=settings.concurrency,
                             poll_initial_s=settings.poll_initial_s, poll_max_s=settings.poll_max_s,
@@ -158,9 +173,12 @@ def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new
             stop.listen(lambda signum, count: executor.request_stop(
                 StopRequested(signum), settings.signal_grace_s if count == 1 else 0))
         log.info("execute_start", resumed_operations=len(resumed), rows=total, stage="execute")
+        work = (ledger.claims(run_id, settings.claim_lease_s, busy_limit=executor.concurrency,
+                              stopping=executor._stop.is_set)  # (the executor's own "no new operation" flag)
+                if ledger.shared else itertools.chain(resumed, new))
         try:
-            outcome = executor.run(progress.sending(itertools.chain(resumed, new)),
-                                   settle=ledger.operations_with_unknown_rows())
+            with ledger.keeping_claims(run_id, settings.claim_lease_s):
+                outcome = executor.run(progress.sending(work), settle=ledger.operations_with_unknown_rows())
         finally:
             if stop is not None:
                 stop.listen(None)
@@ -218,7 +236,7 @@ def _meta(settings: Settings, target: Target | None, outcome: ExecutionOutcome |
           ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "env": settings.env, "api_url": (target.label or target.api_url) if target else None,
-        "data_dir": str(settings.data_dir), "ledger": str(settings.ledger_path),
+        "data_dir": str(settings.data_dir), "ledger": settings.ledger_label,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.monotonic() - started, 3),
     }

@@ -19,12 +19,13 @@ from pipeline.money import format_usd
 SHOWN_ROWS = 5  # invalid rows named in a next step; the report names them all
 
 
-def collect(ledger_path: Path, out_dir: Path, run_id: str | None = None, limit: int = 5) -> dict[str, Any]:
+def collect(location: str | Path, out_dir: Path, run_id: str | None = None, limit: int = 5) -> dict[str, Any]:
     """{ledger, target, open_operations, runs: [...]} newest first; runs is empty when the ledger does not exist."""
-    doc: dict[str, Any] = {"ledger": str(ledger_path), "target": None, "open_operations": 0, "runs": []}
-    if not ledger_path.exists():  # never create a ledger just to say there is none
+    ledger = Ledger(location, lock=False)
+    doc: dict[str, Any] = {"ledger": ledger.label, "target": None, "open_operations": 0, "runs": []}
+    if ledger.path is not None and not ledger.path.exists():  # never create a ledger just to say there is none
         return doc
-    with Ledger(ledger_path, lock=False) as ledger:
+    with ledger:
         doc["target"] = ledger.get_meta("target")
         open_ops = ledger.open_operations()
         doc["open_operations"] = len(open_ops)

@@ -13,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from pg_server import pg_server, pg_url  # noqa: E402,F401  (re-exported fixtures: a throwaway PostgreSQL)
 from sandbox_fixtures import TOKEN, sandbox, sandbox_process  # noqa: E402,F401  (re-exported fixtures)
 
 from pipeline.cli import main  # noqa: E402

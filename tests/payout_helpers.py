@@ -69,10 +69,13 @@ def operations_settled(url: str, at_least: int = 1) -> bool:
 # -- the ledger and the reports ----------------------------------------------------------------------
 
 
-def ledger_statuses(path: Path) -> dict[str, int]:
+def ledger_statuses(path: Path | str) -> dict[str, int]:
     """Rows per ledger status, plus `submitted`: planned rows whose operation the server already holds.
 
-    Rows a fresh ledger recovered from other batches on the same server (batch '') are not counted."""
+    Rows a fresh ledger recovered from other batches on the same server (batch '') are not counted. `path` may
+    be a postgresql:// URL (a shared ledger)."""
+    if isinstance(path, str):
+        return _pg_statuses(path)
     if not path.exists():
         return {}
     with sqlite3.connect(path, timeout=30) as db:
@@ -84,6 +87,19 @@ def ledger_statuses(path: Path) -> dict[str, int]:
                 " WHERE r.status = 'planned' AND o.state = 'submitted'").fetchall()
         except sqlite3.OperationalError:  # killed before the schema existed
             return {}
+    return {**counts, "submitted": submitted} if submitted else counts
+
+
+def _pg_statuses(url: str) -> dict[str, int]:
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        if db.execute("SELECT to_regclass('rows')").fetchone() == (None,):
+            return {}
+        counts = dict(db.execute("SELECT status, count(*) FROM rows WHERE batch_id != '' GROUP BY status").fetchall())
+        [(submitted,)] = db.execute(
+            "SELECT count(*) FROM rows r JOIN operations o ON r.operation_id = o.operation_id"
+            " WHERE r.status = 'planned' AND o.state = 'submitted'").fetchall()
     return {**counts, "submitted": submitted} if submitted else counts
 
 

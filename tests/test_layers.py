@@ -17,7 +17,7 @@ import pytest
 PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 
 CONTRACT = {"contract", "errors", "money", "wire"}
-EDGES = {"config", "ledger", "toloka", "target", "logs", "progress", "signals"}
+EDGES = {"config", "ledger", "ledger_pg", "toloka", "target", "logs", "progress", "signals"}
 STAGES = {"ingest", "validate", "keys", "dedupe", "plan", "execute", "report"}
 COMPOSERS = {"run", "recover", "audit", "cli", "__main__", "__init__", "status", "html_report", "signoff"}
 ALLOWED = {

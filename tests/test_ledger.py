@@ -1,4 +1,5 @@
-"""The ledger against a real SQLite file: intent, transitions, the writer lock."""
+"""The ledger contract against both backends, a real SQLite file and a real PostgreSQL database: intent,
+transitions, the writer lock (SQLite), claims (PostgreSQL), schema versions and migrations."""
 
 from __future__ import annotations
 
@@ -13,6 +14,14 @@ from pipeline.errors import LedgerLocked
 from pipeline.ledger import Ledger, RowResult
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str | Path:
+    """Where a fresh ledger lives: a file, or a fresh database of the session's throwaway PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "ledger.sqlite"
+    return str(request.getfixturevalue("pg_url"))
+
+
 def planned_frame(keys: list[str], op_id: str = "op-1", attempt: int = 1) -> pd.DataFrame:
     return pd.DataFrame({
         "row_key": keys, "source_file": "s.csv", "source_row": range(2, 2 + len(keys)),
@@ -21,8 +30,8 @@ def planned_frame(keys: list[str], op_id: str = "op-1", attempt: int = 1) -> pd.
     })
 
 
-def test_intent_is_committed_and_visible_to_a_new_connection(tmp_path: Path) -> None:
-    path = tmp_path / "ledger.sqlite"
+def test_intent_is_committed_and_visible_to_a_new_connection(location: str | Path) -> None:
+    path = location
     with Ledger(path) as ledger:
         ledger.start_run("r1", "b", "run", {})
         ledger.record_intent("r1", "b", planned_frame(["k1", "k2"]), [b"{}", b"{}"])
@@ -34,8 +43,8 @@ def test_intent_is_committed_and_visible_to_a_new_connection(tmp_path: Path) -> 
         assert (op.operation_id, op.item_count, op.state) == ("op-1", 2, "planned")
 
 
-def test_outcome_moves_rows_to_paid_and_failed_and_closes_the_operation(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+def test_outcome_moves_rows_to_paid_and_failed_and_closes_the_operation(location: str | Path) -> None:
+    with Ledger(location) as ledger:
         ledger.record_intent("r1", "b", planned_frame(["k1", "k2"]), [b"{}", b"{}"])
         ledger.mark_submitted("op-1", {"status": "RUNNING", "submitted": "2026-01-01T00:00:00"})
         ledger.record_outcome("op-1", {"status": "SUCCESS"}, [
@@ -49,8 +58,8 @@ def test_outcome_moves_rows_to_paid_and_failed_and_closes_the_operation(tmp_path
         assert ledger.known_rows(["k2"])["status"].tolist() == ["failed"]
 
 
-def test_paid_rows_are_never_replanned_but_failed_rows_are(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+def test_paid_rows_are_never_replanned_but_failed_rows_are(location: str | Path) -> None:
+    with Ledger(location) as ledger:
         ledger.record_intent("r1", "b", planned_frame(["k1", "k2"]), [b"{}", b"{}"])
         ledger.record_outcome("op-1", {"status": "SUCCESS"}, [
             RowResult("k1", "paid", bonus_id="1"), RowResult("k2", "failed", errors=[])], "r1")
@@ -61,8 +70,8 @@ def test_paid_rows_are_never_replanned_but_failed_rows_are(tmp_path: Path) -> No
         assert known.loc["k2", "attempt"] == 2
 
 
-def test_a_late_outcome_never_overwrites_a_paid_row(tmp_path: Path) -> None:
-    with Ledger(tmp_path / "l.sqlite") as ledger:
+def test_a_late_outcome_never_overwrites_a_paid_row(location: str | Path) -> None:
+    with Ledger(location) as ledger:
         ledger.record_intent("r1", "b", planned_frame(["k1"]), [b"{}"])
         ledger.record_outcome("op-1", {"status": "SUCCESS"}, [RowResult("k1", "paid", bonus_id="1")], "r1")
         ledger.record_outcome("op-1", {"status": "FAIL"}, [RowResult("k1", "failed", errors=[])], "r1")
