@@ -158,7 +158,7 @@ def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new
     if ledger.shared:
         new_rows = 0
         for op in new:  # writes each intent; the next planner finds them. A signal: no further intent
-            new_rows += op.item_count
+            new_rows += (op.operation if isinstance(op, Intent) else op).item_count
             if stop is not None and stop.signum is not None:
                 break
         new = ()
