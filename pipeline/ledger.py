@@ -230,6 +230,8 @@ class Ledger:
         Nothing is half-upgraded: SQLite and PostgreSQL both roll DDL back. On PostgreSQL an advisory lock
         makes workers that open a fresh database at the same moment take turns.
         """
+        if self._schema_version() == SCHEMA_VERSION:  # the usual case: no write lock (a reader never waits)
+            return
         with self._mutex:
             db = self.db
             db.execute("BEGIN IMMEDIATE")
@@ -250,6 +252,15 @@ class Ledger:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
+
+    def _schema_version(self) -> int | None:
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except Exception:  # no meta table yet (a fresh ledger); PostgreSQL: leave no failed transaction behind
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            return None
+        return int(row[0]) if row else None
 
     def _upgrade(self, db: Connection) -> None:
         """Create what is missing (fresh ledger) and add every column a ledger of an older version lacks."""
