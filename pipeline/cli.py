@@ -277,8 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     structlog.contextvars.clear_contextvars()  # an earlier in-process call's run_id/batch_id must not leak in
     # Ledgers, reports and sandbox files are owner-only (0600/0700) whatever the umask: they name users and amounts.
     umask = os.umask(0o077)
-    writers = report.EXTRA_WRITERS[:]
-    report.EXTRA_WRITERS[:] = [html_report.write, signoff.write]  # report.html per run; plan.txt per dry run
+    writers = report.EXTRA_WRITERS.set((html_report.write, signoff.write))  # report.html per run; plan.txt per dry run
     try:
         if args.command == "sandbox":
             return _command_code(args, parser)
@@ -287,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + stop.signum if stop.signum and code < 128 else code
     finally:
         os.umask(umask)  # (main also runs in-process, in tests: leave the process as it was)
-        report.EXTRA_WRITERS[:] = writers
+        report.EXTRA_WRITERS.reset(writers)
 
 
 def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:

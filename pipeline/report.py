@@ -7,6 +7,7 @@ import json
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -239,9 +240,10 @@ def ledger_rows(run_id: str, rows: pd.DataFrame, states: pd.DataFrame) -> pd.Dat
 
 # More files beside the Parquet ones (the CLI adds the HTML page and a dry run's sign-off plan): each gets
 # (run_dir, summary, rows, operations) once those are written and returns {name: path} for summary.json's
-# `reports`. A hook, so this stage stays free of presentation.
+# `reports`. A hook, so this stage stays free of presentation; a context variable, so a command run in one
+# thread (tests run several `main`s at once) never leaves its writers to another.
 ExtraWriter = Callable[[Path, Summary, pd.DataFrame, pd.DataFrame], dict[str, str]]
-EXTRA_WRITERS: list[ExtraWriter] = []
+EXTRA_WRITERS: ContextVar[tuple[ExtraWriter, ...]] = ContextVar("payout_extra_writers", default=())
 
 
 def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd.DataFrame, meta: dict) -> Summary:
@@ -262,7 +264,7 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
                                   reports={name: str(path) for name, path in paths.items()})
     _atomic(paths["rows"], lambda tmp: _write_rows(rows, tmp))
     _atomic(paths["operations"], lambda tmp: pq.write_table(ops_table, tmp))
-    for extra in EXTRA_WRITERS:
+    for extra in EXTRA_WRITERS.get():
         summary.reports.update(extra(run_dir, summary, rows, operations))
     text = json.dumps(summary.as_json(), indent=2, sort_keys=True, ensure_ascii=False, default=str) + "\n"
     _atomic(paths["summary"], lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
