@@ -103,6 +103,10 @@ class Executor:
         self._lock = threading.Lock()
         self._outcome = ExecutionOutcome()
 
+    def stopping(self) -> bool:
+        """True once no new operation may start (a stop request, or an error that ends the run)."""
+        return self._stop.is_set()
+
     def request_stop(self, reason: PayoutError, grace_s: float) -> None:
         """Stop sending now; keep polling what is in flight for `grace_s` seconds (0: stop polling now)."""
         with self._lock:

@@ -174,7 +174,7 @@ def execute(ledger: Ledger, target: Target, settings: Settings, run_id: str, new
                 StopRequested(signum), settings.signal_grace_s if count == 1 else 0))
         log.info("execute_start", resumed_operations=len(resumed), rows=total, stage="execute")
         work = (ledger.claims(run_id, settings.claim_lease_s, busy_limit=executor.concurrency,
-                              stopping=executor._stop.is_set)  # (the executor's own "no new operation" flag)
+                              stopping=executor.stopping)
                 if ledger.shared else itertools.chain(resumed, new))
         try:
             with ledger.keeping_claims(run_id, settings.claim_lease_s):
