@@ -43,14 +43,19 @@ def read_bonuses(sheet: str) -> list[UserBonus]:
     return bonuses
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str) -> argparse.ArgumentParser:
+    """The arguments both kit scripts take (a user's script: the sheet, the server, the chunk size)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("sheet")
     ap.add_argument("--url", required=True)
     ap.add_argument("--token", default=os.environ.get("TOLOKA_TOKEN"))
     ap.add_argument("--chunk-size", type=int, default=5000)
     ap.add_argument("--json", help="write the figures to this file")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser(__doc__).parse_args()
 
     t0 = time.perf_counter()
     bonuses = read_bonuses(args.sheet)

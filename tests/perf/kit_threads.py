@@ -12,25 +12,19 @@ import time
 
 STARTED = time.perf_counter()
 
-import argparse  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 from concurrent.futures import ThreadPoolExecutor  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kit_sequential import read_bonuses, report  # noqa: E402  (the same sheet reading and figures)
+from kit_sequential import parser, read_bonuses, report  # noqa: E402  (the same sheet reading and figures)
 from toloka.client import TolokaClient  # noqa: E402
 from toloka.client.user_bonus import UserBonus  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("sheet")
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--token", default=os.environ.get("TOLOKA_TOKEN"))
-    ap.add_argument("--chunk-size", type=int, default=5000)
+    ap = parser(__doc__)
     ap.add_argument("--threads", type=int, default=4)
-    ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
