@@ -14,7 +14,7 @@ import pandas as pd
 
 from pipeline.contract import NEEDS_ATTENTION
 from pipeline.money import format_usd
-from pipeline.report import LABELS, STATUSES, Summary
+from pipeline.report import LABELS, STATUSES, Summary, row_reason
 
 MAX_PROBLEM_ROWS = 500  # the page stays small; rows.parquet has them all
 NAME = "report.html"
@@ -89,19 +89,13 @@ def _problems(rows: pd.DataFrame) -> str:
         amount = "" if cents is None or pd.isna(cents) else format_usd(int(cents))
         out.append(f"<tr><td>{_e(Path(str(r.source_file)).name)}</td><td class=\"n\">{_e(r.source_row)}</td>"
                    f"<td>{_e(r.user_id)}</td><td class=\"n\">{_e(amount)}</td><td>{_e(LABELS.get(r.status, r.status))}"
-                   f"</td><td>{_e(_reason(r.errors, r.note))}</td></tr>")
+                   f"</td><td>{_e(row_reason(r.errors, r.note))}</td></tr>")
     out.append("</table>")
     if len(problems) > len(shown):
         out.append(f"<p>… and {len(problems) - len(shown):,} more: see rows.parquet beside this page.</p>")
     return "".join(out)
 
 
-def _reason(errors: Any, note: Any) -> str:
-    texts = [f"{e.get('column')}: {e.get('message') or e.get('code')}" for e in (errors if isinstance(errors, list)
-                                                                                 else []) if isinstance(e, dict)]
-    if isinstance(note, str) and note:
-        texts.append(note)
-    return "; ".join(texts)
 
 
 def _timeline(operations: pd.DataFrame) -> str:

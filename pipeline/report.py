@@ -271,6 +271,15 @@ def write_report(out_root: Path, run_id: str, rows: pd.DataFrame, operations: pd
     return summary
 
 
+def row_reason(errors: Any, note: Any) -> str:
+    """One report row's problems in words (its errors' column and message, then its note): for people's pages."""
+    texts = [f"{e.get('column')}: {e.get('message') or e.get('code')}"
+             for e in (errors if isinstance(errors, list) else []) if isinstance(e, dict)]
+    if isinstance(note, str) and note:
+        texts.append(note)
+    return "; ".join(texts)
+
+
 def read_rows(run_dir: Path) -> pd.DataFrame:
     """The rows of a written report, shaped like write_report's input (amount_cents Int64, errors as lists of dicts)."""
     table = pq.read_table(Path(run_dir) / "rows.parquet")

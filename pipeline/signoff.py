@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from pipeline.money import format_usd
-from pipeline.report import Summary
+from pipeline.report import Summary, row_reason
 
 FIRST = 5  # rows named per list; the report has them all
 NAME = "plan.txt"
@@ -52,7 +52,7 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
         total = part["amount_cents"].dropna().astype("int64").sum()
         lines.append(f"  {title}: {_rows(len(part))}, {format_usd(int(total))}")
         for r in part.head(FIRST).itertuples(index=False):
-            lines.append(f"    {_where(r)}: {_reason(r.errors, r.note) or status}")
+            lines.append(f"    {_where(r)}: {row_reason(r.errors, r.note) or status}")
         if len(part) > FIRST:
             lines.append(f"    … {len(part) - FIRST:,} more")
     if meta.get("recovery", {}).get("error"):
@@ -69,9 +69,3 @@ def _where(r: Any) -> str:
     return f"{Path(str(r.source_file)).name} row {r.source_row}"
 
 
-def _reason(errors: Any, note: Any) -> str:
-    texts = [f"{e.get('column')}: {e.get('message') or e.get('code')}"
-             for e in (errors if isinstance(errors, list) else []) if isinstance(e, dict)]
-    if isinstance(note, str) and note:
-        texts.append(note)
-    return "; ".join(texts)
