@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "payment made under another batch id within lookalike_window_h (default 72 h); "
                           "without it such rows are held and reported")
     _wait_arg(run)
+    _sheet_args(run)
 
     retry = _command(
         sub, "retry", "re-submit failed (retryable) and pending rows from the ledger, without the sheet",
@@ -194,6 +195,32 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--out", type=Path, metavar="DIR", help="report folder root (default DATA/reports)")
 
 
+def _sheet_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("reading sheets (also settable in a --config file)")
+    g.add_argument("--encoding", metavar="NAME",
+                   help="CSV text encoding, e.g. utf-8, utf-16, cp1251, cp1252 (default: detected; an unsure guess "
+                        "is refused with the candidates)")
+    g.add_argument("--delimiter", metavar="CHAR", help="CSV delimiter: , ; | or tab (default: sniffed from the header)")
+    g.add_argument("--sheet", metavar="NAME", help=".xlsx: the sheet to pay (needed when several sheets hold data)")
+    g.add_argument("--header-row", type=int, metavar="N",
+                   help="the header's row number as the spreadsheet shows it (default: found below any title rows)")
+    g.add_argument("--decimal-comma", action="store_true", default=None,
+                   help="amounts use a decimal comma: 12,50 and 1 234,50 or 1.234,50 (a Russian or European locale)")
+    g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest sheet file read (default 1024)")
+    g.add_argument("--max-rows", type=int, metavar="N", help="most rows in one sheet (default 2,000,000)")
+    g.add_argument("--max-columns", type=int, metavar="N", help="most columns in one sheet (default 200)")
+    g.add_argument("--max-cell-chars", type=int, metavar="N",
+                   help="longest cell; a longer one is a row error (default 32,767, Excel's own limit)")
+    g.add_argument("--max-xlsx-cells", type=int, metavar="N",
+                   help="largest .xlsx used range, rows x columns (default 50,000,000)")
+    g.add_argument("--max-xlsx-unzipped-mb", type=float, metavar="MB",
+                   help="largest uncompressed .xlsx content (default 2048)")
+
+
+SHEET_FLAGS = ("encoding", "delimiter", "sheet", "header_row", "decimal_comma", "max_file_mb", "max_rows",
+               "max_columns", "max_cell_chars", "max_xlsx_cells", "max_xlsx_unzipped_mb")
+
+
 def _wait_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-wait", type=float, metavar="SECONDS",
                    help="longest wait for one operation to finish before the run stops and leaves its rows "
@@ -225,7 +252,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         args.env, args.config, api_url=args.api_url, ledger_path=args.ledger, out_dir=args.out,
         data_dir=args.data_dir, chunk_size=getattr(args, "chunk_size", None),
         concurrency=getattr(args, "concurrency", None), dedupe_policy=getattr(args, "dedupe_policy", None),
-        max_wait_s=getattr(args, "max_wait", None), allow_repeats=getattr(args, "allow_repeats", None))
+        max_wait_s=getattr(args, "max_wait", None), allow_repeats=getattr(args, "allow_repeats", None),
+        **{flag: getattr(args, flag, None) for flag in SHEET_FLAGS})
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ which target, whether those folders are writable (`preflight`), and which batch 
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import functools
 import hashlib
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.contract import DEDUPE_POLICIES, DedupePolicy
+from pipeline.contract import DEDUPE_POLICIES, DedupePolicy, SheetLimits, SheetOptions
 from pipeline.errors import UsageError
 from pipeline.ledger_pg import is_url, redacted
 
@@ -38,6 +39,7 @@ DATA_DIR_VAR = "PAYOUT_DATA_DIR"
 LEDGER_NAMES = {"local": "local", "sandbox": "toloka-sandbox", "production": "production"}
 BATCH_ID_MAX = 100
 TEMPLATE_FIELDS = ("sheet", "date", "env")
+DELIMITERS = {",": ",", ";": ";", "|": "|", "tab": "\t", "\\t": "\t", "\t": "\t"}
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ class Settings:
     claim_lease_s: float = 30.0
     ledger_url: str | None = None  # postgresql://user@host/db: a shared ledger instead of the file ledger_path
     batch_id_template: str | None = None  # e.g. "{sheet}-{date}"; placeholders {sheet}, {date}, {env}
+    # reading finance's sheets (see contract.SheetOptions, SheetLimits): None detects, and refuses when unsure
+    encoding: str | None = None
+    delimiter: str | None = None  # , ; | or tab
+    sheet: str | None = None
+    header_row: int | None = None
+    decimal_comma: bool = False  # amounts written 12,50 and 1 234,50 (a Russian or European locale)
+    max_file_mb: float = SheetLimits.max_file_mb
+    max_rows: int = SheetLimits.max_rows
+    max_columns: int = SheetLimits.max_columns
+    max_cell_chars: int = SheetLimits.max_cell_chars
+    max_xlsx_cells: int = SheetLimits.max_xlsx_cells
+    max_xlsx_unzipped_mb: float = SheetLimits.max_xlsx_unzipped_mb
     # None: $PAYOUT_DATA_DIR, else $XDG_DATA_HOME/payout, else ~/.local/share/payout
     data_dir: Path = None  # type: ignore[assignment]
     ledger_path: Path = None  # type: ignore[assignment]  # None: DATA/ledgers/<target name>.sqlite
@@ -103,6 +117,12 @@ class Settings:
     def ledger_label(self) -> str:
         """The ledger's location for messages and reports (a URL without its password)."""
         return redacted(self.ledger_url) if self.ledger_url is not None else str(self.ledger_path)
+
+    def sheet_options(self) -> SheetOptions:
+        """How ingest reads this run's sheets."""
+        limits = SheetLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SheetLimits)})
+        return SheetOptions(encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet,
+                            header_row=self.header_row, limits=limits)
 
     @property
     def embedded(self) -> bool:
@@ -395,6 +415,15 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         raise UsageError(f"{where} must be a postgresql:// URL, got {value!r}")
     if key == "batch_id_template":
         return _checked_template(value, where)
+    if key == "delimiter":
+        value = DELIMITERS.get(value.lower(), value)
+        if value not in DELIMITERS.values():
+            raise UsageError(f"{where} must be one of , ; | tab, got {value!r}")
+    if key == "encoding":
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise UsageError(f"{where}: unknown encoding {value!r} (e.g. utf-8, utf-16, cp1251, cp1252)") from None
     return value
 
 

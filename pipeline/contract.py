@@ -3,14 +3,17 @@ conflict key every stage reads, the vocabulary of states and statuses, and run i
 
 Floors (tests/test_layers.py checks them): this module, `errors`, `money` and `wire` at the bottom; the edges
 (`config`, `ledger`, `toloka`, `target`, `logs`, `progress`, `signals`) above; the stages (`ingest`, `validate`,
-`keys`, `dedupe`, `plan`, `execute`, `report`, `audit`) import only those two floors; the composers (`run`,
-`recover`, `cli`) compose them. Nothing but `cli` (lazily) imports the sandbox.
+`keys`, `dedupe`, `plan`, `execute`, `report`, and their parts such as `ingest_csv`) import only those two floors;
+the composers (`run`, `recover`, `cli`) compose them. Nothing but `cli` (lazily) imports the sandbox.
 """
 
 from __future__ import annotations
 
 import ctypes
+import re
 import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, get_args
 
@@ -28,6 +31,78 @@ OPTIONAL_COLUMNS = (
     "bonus_key",
 )
 TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+
+
+@dataclass(frozen=True)
+class SheetLimits:
+    """What a sheet may hold, checked before its bulk is read (each one a flag of `payout run`)."""
+
+    max_file_mb: float = 1024.0
+    max_rows: int = 2_000_000
+    max_columns: int = 200
+    max_cell_chars: int = 32_767  # Excel's own limit for one cell
+    max_xlsx_cells: int = 50_000_000  # rows x columns of an .xlsx sheet's used range
+    max_xlsx_unzipped_mb: float = 2048.0
+
+
+@dataclass(frozen=True)
+class SheetOptions:
+    """How to read a sheet when finance's file does not say it itself (all None: detect, and refuse if unsure)."""
+
+    encoding: str | None = None  # CSV: e.g. cp1251; None: detected
+    delimiter: str | None = None  # CSV: , ; tab | ; None: sniffed from the header line
+    sheet: str | None = None  # .xlsx: the sheet to read; None: the only non-empty one
+    header_row: int | None = None  # 1-based row of the header as the spreadsheet shows it; None: found
+    mapping: Mapping[str, str] = field(default_factory=dict)  # sheet header -> canonical column (configs)
+    limits: SheetLimits = field(default_factory=SheetLimits)
+
+
+class SheetColumns:
+    """A sheet as read, before it becomes the canonical frame: its string columns, each handed out once (`take`)
+    so that it is freed once converted, or read only then (Parquet): the Arrow copy of a whole 1M-row sheet
+    (~400 MB) is never alive beside its Python strings.
+
+    `rows` are the data rows' numbers as a spreadsheet shows them (None: the header is row 1, the data rows
+    2, 3, ...); `notices` are what a person should know about how the sheet was read (detected encoding, the
+    header row found, hidden rows): logged, and listed in the summary.
+    """
+
+    def __init__(self, names: list[str], num_rows: int, sizes: list[int],
+                 read: Callable[[int], pa.ChunkedArray], rows: np.ndarray | None = None,
+                 notices: list[str] | None = None) -> None:
+        self.names, self.num_rows, self.sizes, self._read = names, num_rows, sizes, read
+        self.rows, self.notices = rows, list(notices or ())
+
+    @classmethod
+    def of_table(cls, table: pa.Table, rows: np.ndarray | None = None,
+                 notices: list[str] | None = None) -> SheetColumns:
+        cols: list[pa.ChunkedArray | None] = list(table.columns)
+
+        def read(i: int) -> pa.ChunkedArray:
+            col, cols[i] = cols[i], None
+            assert col is not None, "a column is taken once"
+            return col
+
+        return cls([str(n) for n in table.column_names], table.num_rows, [c.nbytes for c in table.columns], read,
+                   rows, notices)
+
+    def take(self, i: int) -> pa.ChunkedArray:
+        return self._read(i)
+
+
+_HEADER_SEPARATORS = re.compile(r"[\s\-]+")
+
+
+def normalise_header(name: object) -> str:
+    """"  User ID " -> "user_id", "Public-Title EN" -> "public_title_en"."""
+    return _HEADER_SEPARATORS.sub("_", str(name).strip().lower()).strip("_")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one short line for a message."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
 
 # Text columns whose codes validate computes once and the frame carries (column `codes_column(c)`, int32, -1 =
 # missing, numbered over the whole sheet): keys and the conflict key read them instead of factorising again.

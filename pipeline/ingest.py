@@ -12,23 +12,30 @@ counted (spreadsheet programs drop them on import too). Rows whose cells are all
 
 from __future__ import annotations
 
-import csv
 import json
 import re
-from collections.abc import Callable, Sequence
-from decimal import Decimal
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 import structlog
 
-from pipeline.contract import REQUIRED_COLUMNS, TEXT_COLUMNS, release_memory
+from pipeline.contract import (
+    REQUIRED_COLUMNS,
+    TEXT_COLUMNS,
+    SheetColumns,
+    SheetOptions,
+    normalise_header,
+    one_line,
+    release_memory,
+)
 from pipeline.errors import SheetError
+from pipeline.ingest_csv import read_csv
+from pipeline.ingest_parquet import read_parquet
+from pipeline.ingest_xlsx import read_xlsx
 
 log = structlog.get_logger(__name__)
 
@@ -36,182 +43,67 @@ FRAME_COLUMNS = ("source_file", "source_row") + TEXT_COLUMNS
 LOCALISED_COLUMNS = ("public_title", "public_message")
 
 _LANG_COLUMN = re.compile(r"^(public_title|public_message)_([a-z0-9]+)$")
-_SEPARATORS = re.compile(r"[\s\-]+")
-_REPEATED = frozenset({"user_id", "amount", "public_title", "public_message", "without_message"})
-_REPEATED_TYPE = pa.dictionary(pa.int32(), pa.string())
-_SUFFIXES = {".csv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet", ".xlsx": "xlsx"}
+_READERS = {".csv": read_csv, ".txt": read_csv, ".parquet": read_parquet, ".pq": read_parquet, ".xlsx": read_xlsx}
+
+__all__ = ["FRAME_COLUMNS", "normalise_header", "read_sheet", "read_sheets"]
 
 
-def normalise_header(name: object) -> str:
-    """"  User ID " -> "user_id", "Public-Title EN" -> "public_title_en"."""
-    return _SEPARATORS.sub("_", str(name).strip().lower()).strip("_")
-
-
-def read_sheets(paths: Sequence[str | Path]) -> pd.DataFrame:
-    """All rows of all sheets, in the order given, as the canonical frame.
+def read_sheets(paths: Sequence[str | Path], options: SheetOptions | None = None,
+                notices: list[str] | None = None) -> pd.DataFrame:
+    """All rows of all sheets, in the order given, as the canonical frame; what a person should know about how
+    they were read (detected encoding, header row found, hidden rows) is appended to `notices`.
 
     Raises SheetError (one line, naming the file) when a sheet cannot be read at all: missing, empty,
-    unparseable, unknown extension, or a required column absent. Bad *values* are not errors here;
-    validation reports those per row.
+    unparseable, unknown extension, over a limit, or a required column absent. Bad *values* are not errors
+    here; validation reports those per row.
     """
     if isinstance(paths, (str, Path)):
         paths = [paths]
-    frames = [read_sheet(p) for p in paths]
+    frames = [read_sheet(p, options, notices) for p in paths]
     if not frames:
         return _empty_frame()
-    out = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return out
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def read_sheet(path: str | Path) -> pd.DataFrame:
+def read_sheet(path: str | Path, options: SheetOptions | None = None, notices: list[str] | None = None
+               ) -> pd.DataFrame:
     """One sheet as the canonical frame; see `read_sheets`."""
+    options = options or SheetOptions()
     name = str(path)
     p = Path(path)
-    kind = _SUFFIXES.get(p.suffix.lower())
-    if kind is None:
+    reader = _READERS.get(p.suffix.lower())
+    kind = p.suffix.lower().lstrip(".").upper()
+    if reader is None:
         raise SheetError(f"{name}: unknown sheet format {p.suffix!r} (use .csv, .parquet or .xlsx)")
     if not p.exists():
         raise SheetError(f"{name}: file not found")
     if not p.is_file():
         raise SheetError(f"{name}: not a file")
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise SheetError(f"{name}: file is empty")
+    limit_mb = options.limits.max_file_mb
+    if size > limit_mb * 2**20:
+        raise SheetError(f"{name}: the file is {size / 2**20:,.1f} MB, over the limit of {limit_mb:,g} MB "
+                         "(raise it with --max-file-mb if the sheet is genuine)")
     try:
-        if kind == "csv":
-            sheet = _Columns.of_table(_read_csv(p))
-        elif kind == "parquet":
-            sheet = _parquet_columns(p, name)
-        else:
-            sheet = _Columns.of_table(_read_xlsx(p))
+        sheet = reader(p, options)
     except SheetError:
         raise
     except Exception as exc:  # any reader failure is "this file cannot be read", never a traceback
-        raise SheetError(f"{name}: cannot read {kind.upper()} sheet: {_one_line(exc)}") from exc
-    return _canonical(sheet, name)
-
-
-class _Columns:
-    """A sheet's string columns, each handed out once (`take`) so that it is freed once converted, or read only
-    then (Parquet): the Arrow copy of a whole 1M-row sheet (~400 MB) is never alive beside its Python strings."""
-
-    def __init__(self, names: list[str], num_rows: int, sizes: list[int],
-                 read: Callable[[int], pa.ChunkedArray]) -> None:
-        self.names, self.num_rows, self.sizes, self._read = names, num_rows, sizes, read
-
-    @classmethod
-    def of_table(cls, table: pa.Table) -> _Columns:
-        cols: list[pa.ChunkedArray | None] = list(table.columns)
-
-        def read(i: int) -> pa.ChunkedArray:
-            col, cols[i] = cols[i], None
-            assert col is not None, "a column is taken once"
-            return col
-
-        return cls([str(n) for n in table.column_names], table.num_rows, [c.nbytes for c in table.columns], read)
-
-    def take(self, i: int) -> pa.ChunkedArray:
-        return self._read(i)
-
-
-# --- readers: each returns a pyarrow Table whose columns are all strings (nulls allowed) ----------
-
-
-def _read_csv(p: Path) -> pa.Table:
-    # The header is read with the csv module so that every column can be typed as string up front
-    # (pyarrow would otherwise infer numbers and turn "001" into 1).
-    with open(p, encoding="utf-8-sig", newline="") as fh:
-        try:
-            header = next(csv.reader(fh))
-        except StopIteration:
-            raise SheetError(f"{p}: file is empty") from None
-    if not any(h.strip() for h in header):
-        raise SheetError(f"{p}: the first line is not a header")
-    names = [h if h.strip() else f"__unnamed_{i}" for i, h in enumerate(header)]
-    if len(set(names)) != len(names):
-        dup = sorted({n for n in names if names.count(n) > 1})
-        raise SheetError(f"{p}: repeated column name(s) {', '.join(map(repr, dup))}")
-    # Columns that repeat their values by nature are dictionary-encoded as they are parsed: a title is then
-    # stored once per block, not once per row (1M finance rows: ~250 MB less), and not hashed again later.
-    types = {n: _REPEATED_TYPE if normalise_header(n) in _REPEATED else pa.string() for n in names}
-    return pacsv.read_csv(
-        p,
-        read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=True),
-        parse_options=pacsv.ParseOptions(newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types=types,
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
-        ),
-    )
-
-
-def _parquet_columns(p: Path, name: str) -> _Columns:
-    """The Parquet sheet's columns as text, each read when it is taken: reading the whole table at once would
-    hold every decoded column (and the decoder's buffers) together, ~1 GiB for 1M finance rows."""
-    pf = pq.ParquetFile(p)
-    names = [str(n) for n in pf.schema_arrow.names]
-    meta = pf.metadata
-    sizes = [sum(meta.row_group(g).column(i).total_uncompressed_size for g in range(meta.num_row_groups))
-             for i in range(len(names))] if len(names) == meta.num_columns else [0] * len(names)
-
-    def read(i: int) -> pa.ChunkedArray:
-        try:
-            return _arrow_to_text(pf.read(columns=[names[i]]).column(0))
-        except Exception as exc:
-            raise SheetError(f"{name}: cannot read PARQUET sheet: {_one_line(exc)}") from exc
-
-    return _Columns(names, meta.num_rows, sizes, read)
-
-
-def _read_xlsx(p: Path) -> pa.Table:
-    df = pd.read_excel(p, sheet_name=0, dtype=object, header=0, engine="openpyxl")
-    cols = {}
-    for i, col in enumerate(df.columns):
-        values = [_excel_cell_text(v) for v in df.iloc[:, i].tolist()]
-        cols[str(col)] = pa.array(values, type=pa.string())
-    if not cols:
-        raise SheetError(f"{p}: the first sheet has no header row")
-    return pa.table(cols)
-
-
-def _excel_cell_text(v: object) -> str | None:
-    if v is None or (isinstance(v, float) and np.isnan(v)) or v is pd.NaT:
-        return None
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, float):
-        return repr(v) if not v.is_integer() else str(int(v))
-    return str(v)
-
-
-def _arrow_to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
-    """Exact text of a Parquet column: decimals via Decimal, floats via repr (shortest round-trip)."""
-    t = col.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return col.cast(pa.string())
-    if pa.types.is_dictionary(t):
-        return _arrow_to_text(col.cast(t.value_type))
-    if pa.types.is_integer(t) or pa.types.is_boolean(t):
-        return pc.cast(col, pa.string())
-    if pa.types.is_decimal(t):
-        return pa.chunked_array(
-            [pa.array([None if d is None else _decimal_text(d) for d in col.to_pylist()], pa.string())]
-        )
-    if pa.types.is_floating(t):
-        return pa.chunked_array(
-            [pa.array([None if f is None or f != f else repr(float(f)) for f in col.to_pylist()], pa.string())]
-        )
-    return pc.cast(col, pa.string())
-
-
-def _decimal_text(d: Decimal) -> str:
-    return format(d, "f")
+        raise SheetError(f"{name}: cannot read {kind} sheet: {one_line(exc)}") from exc
+    frame = _canonical(sheet, name)
+    for notice in sheet.notices:
+        log.info("sheet_notice", sheet=name, notice=notice)
+    if notices is not None:
+        notices.extend(f"{p.name}: {n}" for n in sheet.notices)
+    return frame
 
 
 # --- canonical frame ------------------------------------------------------------------------------
 
 
-def _canonical(sheet: _Columns, name: str) -> pd.DataFrame:
+def _canonical(sheet: SheetColumns, name: str) -> pd.DataFrame:
     """The canonical frame of the sheet's columns, taking (and so freeing) one Arrow column at a time."""
     raw_names = sheet.names
     norm = [normalise_header(n) for n in raw_names]
@@ -261,7 +153,7 @@ def _canonical(sheet: _Columns, name: str) -> pd.DataFrame:
             release_memory()
     cleaned = {c: block[i] for i, c in enumerate(TEXT_COLUMNS, start=1)}
 
-    rows = np.arange(2, n_rows + 2, dtype=np.int64)
+    rows = np.arange(2, n_rows + 2, dtype=np.int64) if sheet.rows is None else np.asarray(sheet.rows, np.int64)
     # a row is dropped only if every cell is empty; look at the other cells only where both
     # required ones are empty (rare), not at every cell of the sheet
     keep = np.ones(n_rows, dtype=bool)
@@ -341,8 +233,3 @@ def _empty_frame() -> pd.DataFrame:
     frame = pd.DataFrame({c: pd.Series([], dtype=object) for c in FRAME_COLUMNS})
     frame["source_row"] = frame["source_row"].astype(np.int64)
     return frame
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:300]

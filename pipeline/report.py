@@ -383,6 +383,8 @@ def format_summary(summary: Summary) -> str:
         lines.extend(f"  {line}" for line in attention)
     elif summary.rows_total:
         lines.append("Nothing needs attention.")
+    for notice in meta.get("sheet_notices") or ():
+        lines.append(f"Sheet: {notice}")
     if meta.get("superseded"):
         lines.append(f"Note: {_rows(meta['superseded'])} that failed earlier are no longer in the sheet (corrected "
                      "or deleted): superseded, never sent again")

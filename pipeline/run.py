@@ -45,15 +45,17 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
         raise UsageError("the same sheet is given twice; each sheet may appear once per run")
     run_id, started = new_run_id(), time.monotonic()
     structlog.contextvars.bind_contextvars(run_id=run_id, batch_id=batch_id)
-    checked, errors = validate.validate_rows(ingest.read_sheets(sheets), validate.ValidationRules(
-        min_cents=settings.min_amount_cents, max_cents=settings.max_amount_cents))
+    notices: list[str] = []
+    checked, errors = validate.validate_rows(ingest.read_sheets(sheets, settings.sheet_options(), notices),
+                                             validate.ValidationRules(min_cents=settings.min_amount_cents,
+                                                                      max_cents=settings.max_amount_cents))
     keyed = keys.assign_row_keys(checked, batch_id)
     del checked
     unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
     log.info("sheet_checked", rows=len(keyed), invalid=int((~keyed["is_valid"]).sum()),
              duplicates=len(duplicates), stage="validate")
     keyed = keyed[list(report.SHEET_COLUMNS)]  # all the report needs of every row: the texts live on in `unique`
-    meta: dict[str, Any] = {"batch_id": batch_id, "dry_run": dry_run}
+    meta: dict[str, Any] = {"batch_id": batch_id, "dry_run": dry_run, "sheet_notices": notices}
     outcome = None
     with Ledger(settings.ledger, lock=not dry_run) as ledger, stop_on_signals() as stop:
         if not dry_run:  # PostgreSQL: one planner at a time, until `execute` has written the whole plan
