@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also pay rows held back as look-alike repeats (same user, amount and texts) of a "
                           "payment made under another batch id within lookalike_window_h (default 72 h); "
                           "without it such rows are held and reported")
+    run.add_argument("--confirm-total", type=_confirm_total, metavar="AMOUNT",
+                     help="the run's planned total as a person confirmed it, e.g. 1053578.00 (exact, to the cent): "
+                          "needed to pay a plan over max_run_cents or max_user_run_cents, or a real run over "
+                          "confirm_above_cents; a figure that differs from the planned total always refuses "
+                          "(exit 2, nothing sent). --dry-run prints the total to confirm")
     _wait_arg(run)
     _sheet_args(run)
 
@@ -129,6 +134,18 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--last", type=int, default=5, metavar="N", help="how many runs to show (default 5)")
     status.add_argument("--json", action="store_true", help="one JSON document on stdout, for machines")
     _target_args(status)
+
+    export = _command(
+        sub, "report", "export a run's report for people: CSV, Excel (.xlsx) or JSON",
+        "Reads OUT/<RUN_ID>/rows.parquet (and summary.json) and writes one row per sheet row with its status and "
+        "the reason in words. Text cells that a spreadsheet could take for a formula (starting with = + - @, tab "
+        "or CR) are neutralised in CSV and .xlsx; amounts stay exact. Prints the file written.", epilog=None)
+    export.add_argument("run_id", metavar="RUN_ID", help="the run (its folder under the report root)")
+    export.add_argument("--format", dest="export_format", choices=["csv", "xlsx", "json"], default="csv",
+                        help="csv (default; UTF-8 with a byte order mark, for Excel), xlsx or json")
+    export.add_argument("--output", type=Path, metavar="FILE",
+                        help="where to write it (default: beside the report, OUT/<RUN_ID>/rows.<format>)")
+    _target_args(export)
     for p in (run, retry, audit, recover):
         p.add_argument("--lock-timeout", type=float, default=0.0, metavar="SECONDS",
                        help="when another payout run holds the ledger, wait up to this long for it to finish "
@@ -153,6 +170,7 @@ EXAMPLES = {
     "audit": "payout audit --env production --run 20261130T020000Z-ab12",
     "recover": "payout recover --env production --since 2026-11-01",
     "status": "payout status --env production            # the last runs; add a RUN_ID or --json",
+    "report": "payout report 20261130T020000Z-ab12 --format xlsx --env production",
 }
 
 
@@ -237,6 +255,16 @@ def _parse_when(text: str, *, end: bool) -> datetime:
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date: {text!r} (use YYYY-MM-DD or an ISO 8601 time)") from None
     return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def _confirm_total(text: str) -> int:
+    """--confirm-total: exact cents from decimal text (never a float)."""
+    from pipeline.guard import parse_confirm_total
+
+    try:
+        return parse_confirm_total(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _since(text: str) -> datetime:
@@ -326,6 +354,8 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         settings = settings_from(args)
         if args.command == "status":
             return _status(args, settings)
+        if args.command == "report":
+            return _export(args, settings)
         sends = not (args.command == "run" and args.dry_run)
         if sends and not settings.embedded:
             token_from_env(required=True)  # before any folder is made or any ledger is opened
@@ -340,10 +370,12 @@ def _command_code(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
             _warn_unfinished(settings)
         if args.command == "run":
             if args.dry_run:
-                result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True)
+                result = run_payout(args.sheets, settings, None, batch_id=batch_id, dry_run=True,
+                                    confirm_cents=args.confirm_total)
             else:
                 with api_target(settings) as target:
-                    result = _waiting(args, lambda: run_payout(args.sheets, settings, target, batch_id=batch_id))
+                    result = _waiting(args, lambda: run_payout(args.sheets, settings, target, batch_id=batch_id,
+                                                               confirm_cents=args.confirm_total))
         elif args.command == "retry":
             with api_target(settings) as target:
                 _check_token(target, settings)
@@ -429,6 +461,15 @@ def _status(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    """`payout report RUN_ID`: read-only; exit 2 for a run with no report (naming the recent ones)."""
+    from pipeline import export
+
+    path = export.export_run(settings.out_dir, args.run_id, args.export_format, args.output)
+    print(path)
+    return 0
+
+
 def _warn_unfinished(settings: Settings) -> None:
     """A run killed outright (SIGKILL, power loss) writes no report and says nothing: the next run says it."""
     from pipeline.ledger import Ledger
@@ -481,6 +522,10 @@ def _finish(result: RunResult) -> int:
     print(report.format_summary(result.summary))
     if "plan" in result.summary.reports:  # a dry run: the plan to sign off
         print("\n" + Path(result.summary.reports["plan"]).read_text(encoding="utf-8"), end="")
+    guarded = result.summary.meta.get("spend_guard") or {}
+    if result.summary.meta.get("dry_run") and guarded.get("message"):
+        verdict = "a real run would refuse: " if guarded.get("refused") else ""
+        print(f"\nSpend guard: {verdict}{guarded['message']}")
     if result.stopped_by is not None:
         message, advice = logs.scrub(str(result.stopped_by)), next_step(result.stopped_by)
         _say("stopped_early", f"\nStopped early: {message}\nNext: {advice}", level="error", message=message,

@@ -69,6 +69,11 @@ class Settings:
     dedupe_policy: DedupePolicy = "keep-first"
     allow_repeats: bool = False  # pay rows held as look-alike repeats of a recent payment under another batch
     lookalike_window_h: float = 72.0
+    # the spend guard (pipeline/guard.py), in cents; None: no cap. Over any of them a run pays only with
+    # --confirm-total equal to its planned total
+    max_run_cents: int | None = None  # the run's total
+    max_user_run_cents: int | None = None  # one user's total in the run
+    confirm_above_cents: int | None = None  # a real run paying more than this needs --confirm-total
     recover_window_days: float = 30.0
     signal_grace_s: float = 20.0
     # a shared PostgreSQL ledger: how long a worker's claim on an operation lasts unless renewed (every third of

@@ -19,6 +19,11 @@ class SheetError(PayoutError, ValueError):
     """A sheet cannot be read at all (missing file, unknown format, required column absent)."""
 
 
+class SpendRefused(PayoutError):
+    """The spend guard refused the plan (over a cap, over the confirmation threshold, or a --confirm-total that
+    differs from the planned total): nothing recorded, nothing sent."""
+
+
 class LedgerLocked(PayoutError, BlockingIOError):
     """Another run holds the ledger's writer lock."""
 

@@ -16,10 +16,10 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from pipeline import dedupe, ingest, keys, logs, plan, recover, report, validate, wire
+from pipeline import dedupe, guard, ingest, keys, logs, plan, recover, report, validate, wire
 from pipeline.config import Settings
 from pipeline.contract import NEEDS_ATTENTION, new_run_id
-from pipeline.errors import ApiError, PayoutError, StopRequested, UsageError, next_step
+from pipeline.errors import ApiError, PayoutError, SpendRefused, StopRequested, UsageError, next_step
 from pipeline.execute import ExecutionOutcome, Executor, Intent
 from pipeline.ledger import Ledger, Operation
 from pipeline.progress import Progress
@@ -39,8 +39,11 @@ class RunResult:
 
 
 def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target | None, *, batch_id: str,
-               dry_run: bool = False) -> RunResult:
-    """Pay every valid, unique, not-yet-paid row of the sheets exactly once and write the report."""
+               dry_run: bool = False, confirm_cents: int | None = None) -> RunResult:
+    """Pay every valid, unique, not-yet-paid row of the sheets exactly once and write the report.
+
+    `confirm_cents` (--confirm-total): the total a person confirmed; the spend guard checks the plan against
+    it and the configured caps before anything is recorded (SpendRefused: exit 2, nothing sent)."""
     if len({Path(s).resolve() for s in sheets}) < len(sheets):
         raise UsageError("the same sheet is given twice; each sheet may appear once per run")
     run_id, started = new_run_id(), time.monotonic()
@@ -76,6 +79,10 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
         keyed = match.adopt_keys(keyed)
         to_plan, held = _hold_lookalikes(ledger, match.to_plan, batch_id, settings)
         planned = plan.plan_attempts(to_plan, batch_id, settings.chunk_size)
+        verdict = spend_verdict(planned, match.in_flight, settings, confirm_cents, match.already_paid)
+        meta["spend_guard"] = verdict.as_json()
+        if verdict.refused and not dry_run and outcome is None:
+            raise SpendRefused(verdict.message + "; nothing was recorded or sent")
         if not dry_run and outcome is None:
             if target is None:
                 raise PayoutError("no API target given for a real run")
@@ -208,6 +215,19 @@ def finish(ledger: Ledger, settings: Settings, target: Target | None, run_id: st
         ledger.finish_run(run_id, f"exit {code}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items() if v))
     assert summary.run_dir is not None
     return RunResult(run_id, summary.run_dir, summary, code, stopped_by)
+
+
+def spend_verdict(planned: pd.DataFrame, in_flight: pd.DataFrame, settings: Settings,
+                  confirm_cents: int | None, already_paid: pd.DataFrame) -> guard.Verdict:
+    """The spend guard's verdict on the money this run may move: the rows it plans now and the sheet's rows
+    already in flight (intent recorded, outcome unknown: this run resumes them), so the same command run again
+    after a stop is judged on the same rows until some of them are settled."""
+    parts = [f[["user_id", "amount_cents"]] for f in (planned, in_flight) if len(f)]
+    rows = pd.concat(parts) if parts else planned.reindex(columns=["user_id", "amount_cents"])
+    limits = guard.SpendLimits(settings.max_run_cents, settings.max_user_run_cents, settings.confirm_above_cents,
+                               confirm_cents)
+    settled = (len(already_paid), int(already_paid["amount_cents"].astype("int64").sum()) if len(already_paid) else 0)
+    return guard.check(rows, limits, settled=settled)
 
 
 def _match_ledger(ledger: Ledger, unique: pd.DataFrame, batch_id: str) -> dedupe.LedgerMatch:

@@ -1,0 +1,133 @@
+"""The spend guard: a run's plan checked against finance's caps before anything is recorded or sent.
+
+A sheet with a wrong column, an extra zero or a pasted-twice block pays real money in minutes; the guard makes
+the total a person confirms explicitly, in exact cents, whenever it is larger than finance said is normal:
+
+- `max_run_cents`: the run's total; `max_user_run_cents`: one user's total in the run (the per-bonus cap is
+  `max_amount_cents`, a row error checked by validate);
+- `confirm_above_cents`: a real run paying more than this needs `--confirm-total` even under every cap.
+
+Over a cap or the threshold, the run pays only with `--confirm-total` equal to the planned total to the cent;
+a `--confirm-total` that differs from the planned total always refuses. A pure function of the plan: the
+composer decides what a refusal means (exit 2, nothing recorded, nothing sent).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+
+from pipeline.money import format_cents, format_usd
+
+FIRST = 5  # users named in a message; the rest are counted
+LISTED = 100  # users over the cap listed in summary.json
+_AMOUNT = re.compile(r"\$?(?P<whole>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d{1,2}))?")
+MAX_CONFIRM_CENTS = 10**15  # far above any payout; keeps a pasted figure from becoming a bignum
+
+
+@dataclass(frozen=True)
+class SpendLimits:
+    """Finance's caps in cents (None: no cap) and the total a person confirmed (None: not given)."""
+
+    max_run_cents: int | None = None
+    max_user_run_cents: int | None = None
+    confirm_above_cents: int | None = None
+    confirm_cents: int | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the guard says of one plan. `refused`: the run must not pay; `reasons`: each cap or threshold
+    exceeded, in words; `message`: everything a person needs (figures, by how much, the flag that settles it)."""
+
+    total_cents: int
+    rows: int
+    users: int
+    reasons: tuple[str, ...] = ()
+    over_users: tuple[tuple[str, int], ...] = ()  # (user id, cents) over max_user_run_cents, largest first
+    confirmed: bool = False  # --confirm-total given and equal to the total
+    mismatch: bool = False  # --confirm-total given and different from the total
+    refused: bool = False
+    message: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        """For summary.json: amounts as exact decimal text."""
+        return {"planned_total": format_cents(self.total_cents), "rows": self.rows, "users": self.users,
+                "exceeded": list(self.reasons), "confirmed": self.confirmed, "mismatch": self.mismatch,
+                "refused": self.refused, "message": self.message,
+                "users_over_cap_count": len(self.over_users),
+                "users_over_cap": [{"user_id": u, "amount": format_cents(c)} for u, c in self.over_users[:LISTED]]}
+
+
+def parse_confirm_total(text: str) -> int:
+    """Exact cents of a --confirm-total figure: `1053578.00`, `1053578`, `1,053,578.50` or `$1,053,578.50`.
+
+    Decimal text only, never a float; at most 2 decimals; ValueError with the reason otherwise."""
+    value = text.strip()
+    m = _AMOUNT.fullmatch(value)
+    if m is None:
+        raise ValueError(f"not an amount: {text!r} (write it as the run printed it, e.g. 1053578.00)")
+    cents = int(m["whole"].replace(",", "")) * 100 + int((m["frac"] or "0").ljust(2, "0"))
+    if cents > MAX_CONFIRM_CENTS:
+        raise ValueError(f"{text!r} is larger than any payout this tool makes")
+    return cents
+
+
+def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] = (0, 0)) -> Verdict:
+    """The verdict on `plan` (the rows this run would pay: `user_id`, `amount_cents`) as for a real run; a dry
+    run shows the same verdict and is never stopped by it. `settled`: (rows, cents) of the sheets already paid,
+    not counted (named when a --confirm-total differs: the usual cause is a run that already paid them)."""
+    cents = plan["amount_cents"].astype("int64") if len(plan) else pd.Series([], dtype="int64")
+    total = int(cents.sum())
+    per_user = cents.groupby(plan["user_id"].to_numpy(dtype=object)).sum() if len(plan) else cents
+    reasons: list[str] = []
+    over_users: tuple[tuple[str, int], ...] = ()
+    if limits.max_run_cents is not None and total > limits.max_run_cents:
+        reasons.append(f"{format_usd(total - limits.max_run_cents)} over max_run_cents "
+                       f"({format_usd(limits.max_run_cents)})")
+    if limits.max_user_run_cents is not None:
+        over = per_user[per_user > limits.max_user_run_cents].sort_values(ascending=False, kind="stable")
+        if len(over):
+            over_users = tuple((str(u), int(c)) for u, c in over.items())
+            cap = limits.max_user_run_cents
+            named = ", ".join(f"user {u} {format_usd(c)} ({format_usd(c - cap)} over)" for u, c in over_users[:FIRST])
+            more = f" and {len(over_users) - FIRST:,} more" if len(over_users) > FIRST else ""
+            who = "1 user is" if len(over_users) == 1 else f"{len(over_users):,} users are"
+            reasons.append(f"{who} over max_user_run_cents ({format_usd(cap)}): {named}{more}")
+    if limits.confirm_above_cents is not None and total > limits.confirm_above_cents:
+        reasons.append(f"{format_usd(total - limits.confirm_above_cents)} above confirm_above_cents "
+                       f"({format_usd(limits.confirm_above_cents)}), where a real run needs confirmation")
+    confirm = limits.confirm_cents
+    confirmed = confirm is not None and confirm == total
+    mismatch = confirm is not None and confirm != total
+    head = f"the run would pay {format_usd(total)} ({_rows(len(plan))} to {_users(len(per_user))})"
+    rerun = (f"re-run with --confirm-total {format_cents(total)}" if total
+             else "nothing is left to pay: re-run without --confirm-total")
+    if mismatch:
+        assert confirm is not None
+        diff = total - confirm
+        paid = (f" ({_rows(settled[0])} of these sheets, {format_usd(settled[1])}, are already paid and not "
+                "counted)" if settled[0] else "")
+        then = f"if {format_usd(total)} is right, {rerun}" if total else rerun
+        message = (f"--confirm-total {format_cents(confirm)} ({format_usd(confirm)}) differs from the planned total "
+                   f"{format_usd(total)} by {format_usd(abs(diff))} ({'more' if diff > 0 else 'less'} is planned): "
+                   f"{head}{paid}; check the sheet against what was signed off; {then}")
+        if reasons:
+            message += " (it is also " + "; ".join(reasons) + ")"
+    elif reasons:
+        message = f"{head}, " + "; ".join(reasons) + (
+            f": confirmed by --confirm-total {format_cents(total)}" if confirmed else f": {rerun} to pay it anyway")
+    else:
+        message = head + (", confirmed by --confirm-total" if confirmed else "")
+    return Verdict(total, len(plan), len(per_user), tuple(reasons), over_users, confirmed, mismatch,
+                   refused=mismatch or (bool(reasons) and not confirmed), message=message)
+
+
+def _rows(n: int) -> str:
+    return f"{n:,} row" if n == 1 else f"{n:,} rows"
+
+
+def _users(n: int) -> str:
+    return f"{n:,} user" if n == 1 else f"{n:,} users"
