@@ -36,7 +36,7 @@ def test_corpus_sheet(case: Case, sandbox, tmp_path: Path, capsys: pytest.Captur
     sheet = case.materialise(folder)
     out = tmp_path / "reports"
     code = main(["run", str(sheet), "--api-url", sandbox.url, "--batch-id", "corpus", "--ledger",
-                 str(tmp_path / "ledger.sqlite"), "--out", str(out), *case.args])
+                 str(tmp_path / "ledger.sqlite"), "--out", str(out), *case.config_args(folder), *case.args])
     said = "\n".join(capsys.readouterr())
     assert "Traceback" not in said
     assert code == case.exit, f"exit {code}, expected {case.exit}:\n{said}"

@@ -32,6 +32,7 @@ class Case:
     `paid`: (user id, amount as "12.50") the server must hold afterwards, each once, and nothing else;
     `errors`: (spreadsheet row, column, text in the error's code or message) that rows.parquet must show;
     `statuses`: spreadsheet row -> status in rows.parquet; `rows`: how many rows rows.parquet holds.
+    `config`: TOML text written beside the sheet (`<file>.toml`) and passed as `--config` (e.g. spend caps).
     """
 
     file: str
@@ -44,10 +45,19 @@ class Case:
     statuses: dict[int, str] = field(default_factory=dict)
     rows: int | None = None
     about: str = ""
+    config: str | None = None
 
     @property
     def id(self) -> str:
         return self.file
+
+    def config_args(self, folder: Path) -> tuple[str, ...]:
+        """`--config FILE` with `config` written to `folder/<file>.toml`, or nothing."""
+        if self.config is None:
+            return ()
+        path = folder / f"{self.file}.toml"
+        path.write_text(self.config, encoding="utf-8")
+        return ("--config", str(path))
 
     def materialise(self, folder: Path) -> Path:
         """The sheet as a file in `folder` (written, or copied from tests/corpus/sheets)."""
