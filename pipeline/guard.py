@@ -17,8 +17,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from pipeline.contract import text_codes
 from pipeline.money import format_cents, format_usd
 
 FIRST = 5  # users named in a message; the rest are counted
@@ -47,6 +49,7 @@ class Verdict:
     users: int
     reasons: tuple[str, ...] = ()
     over_users: tuple[tuple[str, int], ...] = ()  # (user id, cents) over max_user_run_cents, largest first
+    over_count: int = 0  # users over max_user_run_cents (over_users lists the first LISTED)
     confirmed: bool = False  # --confirm-total given and equal to the total
     mismatch: bool = False  # --confirm-total given and different from the total
     refused: bool = False
@@ -57,8 +60,8 @@ class Verdict:
         return {"planned_total": format_cents(self.total_cents), "rows": self.rows, "users": self.users,
                 "exceeded": list(self.reasons), "confirmed": self.confirmed, "mismatch": self.mismatch,
                 "refused": self.refused, "message": self.message,
-                "users_over_cap_count": len(self.over_users),
-                "users_over_cap": [{"user_id": u, "amount": format_cents(c)} for u, c in self.over_users[:LISTED]]}
+                "users_over_cap_count": self.over_count,
+                "users_over_cap": [{"user_id": u, "amount": format_cents(c)} for u, c in self.over_users]}
 
 
 def parse_confirm_total(text: str) -> int:
@@ -79,22 +82,31 @@ def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] =
     """The verdict on `plan` (the rows this run would pay: `user_id`, `amount_cents`) as for a real run; a dry
     run shows the same verdict and is never stopped by it. `settled`: (rows, cents) of the sheets already paid,
     not counted (named when a --confirm-total differs: the usual cause is a run that already paid them)."""
-    cents = plan["amount_cents"].astype("int64") if len(plan) else pd.Series([], dtype="int64")
+    cents = plan["amount_cents"].to_numpy(dtype="int64", na_value=0)
     total = int(cents.sum())
-    per_user = cents.groupby(plan["user_id"].to_numpy(dtype=object)).sum() if len(plan) else cents
+    codes, n = text_codes(plan, "user_id")  # the codes validate carried (a 1M-row plan: no hashing of texts)
+    codes = np.where(codes < 0, n, codes).astype(np.int64)
+    users = int(np.count_nonzero(np.bincount(codes, minlength=n + 1)))
     reasons: list[str] = []
     over_users: tuple[tuple[str, int], ...] = ()
+    over_count = 0
     if limits.max_run_cents is not None and total > limits.max_run_cents:
         reasons.append(f"{format_usd(total - limits.max_run_cents)} over max_run_cents "
                        f"({format_usd(limits.max_run_cents)})")
     if limits.max_user_run_cents is not None:
-        over = per_user[per_user > limits.max_user_run_cents].sort_values(ascending=False, kind="stable")
-        if len(over):
-            over_users = tuple((str(u), int(c)) for u, c in over.items())
-            cap = limits.max_user_run_cents
+        cap = limits.max_user_run_cents
+        sums = np.zeros(n + 1, dtype=np.int64)
+        np.add.at(sums, codes, cents)  # integer cents: exact
+        over = np.flatnonzero(sums > cap)
+        if over_count := len(over):
+            first = np.full(n + 1, len(codes), dtype=np.int64)
+            np.minimum.at(first, codes, np.arange(len(codes)))
+            top = over[np.lexsort((first[over], -sums[over]))][:LISTED]  # largest first, then in sheet order
+            names = plan["user_id"].to_numpy(dtype=object)[first[top]]
+            over_users = tuple((str(u), int(c)) for u, c in zip(names, sums[top]))
             named = ", ".join(f"user {u} {format_usd(c)} ({format_usd(c - cap)} over)" for u, c in over_users[:FIRST])
-            more = f" and {len(over_users) - FIRST:,} more" if len(over_users) > FIRST else ""
-            who = "1 user is" if len(over_users) == 1 else f"{len(over_users):,} users are"
+            more = f" and {over_count - FIRST:,} more" if over_count > FIRST else ""
+            who = "1 user is" if over_count == 1 else f"{over_count:,} users are"
             reasons.append(f"{who} over max_user_run_cents ({format_usd(cap)}): {named}{more}")
     if limits.confirm_above_cents is not None and total > limits.confirm_above_cents:
         reasons.append(f"{format_usd(total - limits.confirm_above_cents)} above confirm_above_cents "
@@ -102,7 +114,7 @@ def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] =
     confirm = limits.confirm_cents
     confirmed = confirm is not None and confirm == total
     mismatch = confirm is not None and confirm != total
-    head = f"the run would pay {format_usd(total)} ({_rows(len(plan))} to {_users(len(per_user))})"
+    head = f"the run would pay {format_usd(total)} ({_rows(len(plan))} to {_users(users)})"
     rerun = (f"re-run with --confirm-total {format_cents(total)}" if total
              else "nothing is left to pay: re-run without --confirm-total")
     if mismatch:
@@ -121,7 +133,7 @@ def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] =
             f": confirmed by --confirm-total {format_cents(total)}" if confirmed else f": {rerun} to pay it anyway")
     else:
         message = head + (", confirmed by --confirm-total" if confirmed else "")
-    return Verdict(total, len(plan), len(per_user), tuple(reasons), over_users, confirmed, mismatch,
+    return Verdict(total, len(plan), users, tuple(reasons), over_users, over_count, confirmed, mismatch,
                    refused=mismatch or (bool(reasons) and not confirmed), message=message)
 
 

@@ -18,7 +18,7 @@ import structlog
 
 from pipeline import dedupe, guard, ingest, keys, logs, plan, recover, report, validate, wire
 from pipeline.config import Settings
-from pipeline.contract import NEEDS_ATTENTION, new_run_id
+from pipeline.contract import NEEDS_ATTENTION, codes_column, new_run_id
 from pipeline.errors import ApiError, PayoutError, SpendRefused, StopRequested, UsageError, next_step
 from pipeline.execute import ExecutionOutcome, Executor, Intent
 from pipeline.ledger import Ledger, Operation
@@ -222,8 +222,11 @@ def spend_verdict(planned: pd.DataFrame, in_flight: pd.DataFrame, settings: Sett
     """The spend guard's verdict on the money this run may move: the rows it plans now and the sheet's rows
     already in flight (intent recorded, outcome unknown: this run resumes them), so the same command run again
     after a stop is judged on the same rows until some of them are settled."""
-    parts = [f[["user_id", "amount_cents"]] for f in (planned, in_flight) if len(f)]
-    rows = pd.concat(parts) if parts else planned.reindex(columns=["user_id", "amount_cents"])
+    columns = ["user_id", "amount_cents"]
+    if all(codes_column("user_id") in f.columns for f in (planned, in_flight)):  # one numbering: the sheet's
+        columns.append(codes_column("user_id"))
+    parts = [f[columns] for f in (planned, in_flight) if len(f)]
+    rows = pd.concat(parts) if parts else planned.reindex(columns=columns)
     limits = guard.SpendLimits(settings.max_run_cents, settings.max_user_run_cents, settings.confirm_above_cents,
                                confirm_cents)
     settled = (len(already_paid), int(already_paid["amount_cents"].astype("int64").sum()) if len(already_paid) else 0)

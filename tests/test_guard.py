@@ -100,6 +100,26 @@ def test_the_verdict_is_exact_in_cents(pairs: list[tuple[str, int]], cap: int) -
     assert check(plan(*pairs), SpendLimits(max_run_cents=cap, confirm_cents=total)).refused is False
 
 
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", "e", "f", "g"]), st.integers(1, 5000)), max_size=60),
+       st.integers(0, 10_000))
+@settings(max_examples=200, deadline=None)
+def test_the_codes_validate_carries_give_the_same_verdict_as_the_texts(pairs: list[tuple[str, int]], cap: int) -> None:
+    """Per-user sums from the carried user-id codes (numbered over the whole sheet, so a plan may skip some)
+    equal the sums by text, and the users named are the same, largest first."""
+    frame = plan(*pairs)
+    numbering = {u: i for i, u in enumerate("gfedcbaz")}  # a sheet's numbering, with codes this plan never uses
+    carried = frame.assign(user_id__codes=frame["user_id"].map(numbering).astype("int32"))
+    limits = SpendLimits(max_user_run_cents=cap)
+    by_text, by_codes = check(frame, limits), check(carried, limits)
+    assert by_codes == by_text
+    sums: dict[str, int] = {}
+    for u, c in pairs:
+        sums[u] = sums.get(u, 0) + c
+    assert by_text.users == len(sums)
+    assert sorted(by_text.over_users) == sorted((u, c) for u, c in sums.items() if c > cap)
+    assert [c for _, c in by_text.over_users] == sorted((c for _, c in by_text.over_users), reverse=True)
+
+
 # -- --confirm-total as text ------------------------------------------------------------------------------
 
 
@@ -152,6 +172,17 @@ def test_a_refused_run_records_nothing_and_sends_nothing(sandbox, payout, tmp_pa
     # the same sheet, confirmed: paid; the invalid row stays out of the total
     assert run(payout, sandbox.url, sheet, tmp_path, "max_run_cents = 10000\n", "--confirm-total", "110.00") == 1
     assert paid_on_server(sandbox.url) == {(uid(1), "60.00"): 1, (uid(2), "50.00"): 1}
+
+
+def test_the_per_user_cap_adds_a_user_s_rows_across_sheets(sandbox, payout, tmp_path: Path, capsys) -> None:
+    a = write_csv(tmp_path / "a.csv", [row(1, amount="20.00"), row(2, amount="5.00")])
+    b = write_csv(tmp_path / "b.csv", [row(3, amount="5.00"), row(1, amount="20.00", private_comment="other")])
+    (tmp_path / "guard.toml").write_text("max_user_run_cents = 3000\n")
+    capsys.readouterr()
+    assert payout("run", str(a), str(b), "--api-url", sandbox.url, "--batch-id", "w", "--config",
+                  str(tmp_path / "guard.toml")) == 2
+    assert f"1 user is over max_user_run_cents ($30.00): user {uid(1)} $40.00 ($10.00 over)" in capsys.readouterr().err
+    assert post_count(sandbox.url) == 0
 
 
 def test_a_dry_run_shows_the_verdict_and_exits_as_a_dry_run(sandbox, payout, tmp_path: Path, capsys) -> None:
