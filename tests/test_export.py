@@ -178,3 +178,12 @@ def test_a_report_larger_than_an_excel_sheet_is_refused_with_the_way_out(tmp_pat
     monkeypatch.setattr(export, "XLSX_MAX_ROWS", 3)  # Excel's 1,048,576, scaled down
     with pytest.raises(export.UsageError, match="more than an Excel sheet holds .* use --format csv"):
         export.export_run(out, run_id, "xlsx")
+
+
+def test_report_reads_files_only_no_token_no_network(formula_run, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`payout report` for a production run needs no token: it reads the report folder and nothing else."""
+    out, run_id = formula_run
+    monkeypatch.delenv("TOLOKA_TOKEN")
+    monkeypatch.delenv("TOLOKA_TOKEN_FILE", raising=False)
+    path = export_cli(out, run_id, "csv", capsys, "--env", "production")
+    assert read_csv(path)[1]["user_id"] == "'" + HYPERLINK
