@@ -148,7 +148,7 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
     if carried:
         headers = [c.removeprefix(CARRIED_PREFIX) for c in carried]
         log.warning("sheet_unknown_columns", sheet=name, columns=headers)
-        sheet.notices.append(f"column(s) payout does not read, carried into the report as sheet:<header>: "
+        sheet.notices.append(f"columns payout does not read, carried into the report as sheet:<header>: "
                              f"{', '.join(headers)}")
 
     # All object columns are written straight into the 2-D block the frame will own (source_file first):

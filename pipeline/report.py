@@ -25,6 +25,7 @@ from pipeline.money import format_cents, format_usd
 
 STATUSES = REPORT_STATUSES
 NEVER_PLANNED = "never planned: the run stopped before its intent was recorded; run `payout run` on the sheet again"
+NEAR_DUPLICATE_NOTE = " (the same once spaces, non-breaking spaces and the comment's letter case are normalised)"
 UNKNOWN_NOTE = "outcome unknown: never resent; the next run asks the server again, `payout audit` names the bonus"
 LABELS = {
     "paid": "Paid",
@@ -184,6 +185,9 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
         idx = positions(duplicates)
         status[idx] = "duplicate"
         note[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy(dtype=object)
+        if "near_duplicate" in duplicates.columns:  # differs from that row only in what dedupe normalises
+            near = idx[duplicates["near_duplicate"].to_numpy(dtype=bool)]
+            note[near] = note[near] + NEAR_DUPLICATE_NOTE
     if len(already_paid):
         idx = positions(already_paid)
         status[idx] = "already_paid"
