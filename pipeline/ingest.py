@@ -209,7 +209,7 @@ def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: She
     fits = [k for k, m in options.known_mappings.items() if m != options.mapping
             and set(missing) <= {_mapped(h, m) for h in headers}]
     if fits:
-        return f"; the headers fit column mapping {fits[0]!r}: add --mapping {fits[0]}"
+        return f"; the headers fit column mapping {fits[0]!r}: pass --mapping {fits[0]}"
     if options.mapping:
         return f"; the column mapping given maps none of these headers to {', '.join(missing)}"
     known = f" (configured: {', '.join(sorted(options.known_mappings))})" if options.known_mappings else ""

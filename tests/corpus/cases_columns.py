@@ -52,7 +52,7 @@ CASES = [
     Case("columns_ru_mapping.csv", exit=0, args=("--mapping", "ru-finance"), paid=RU_PAID, rows=2,
          about="Excel CSV UTF-8 (BOM, CRLF) with Russian headers, read through the packaged ru-finance mapping"),
     Case("columns_ru_no_mapping.csv", exit=2, says=("required column(s) user_id, amount missing",
-                                                    "add --mapping ru-finance"),
+                                                    "pass --mapping ru-finance"),
          about="the same sheet without --mapping: refused, and the message names the mapping that fits"),
     Case("columns_ru_unknown_mapping.csv", exit=2, args=("--mapping", "ru-fin"),
          says=("unknown mapping 'ru-fin'", "known: ru-finance"),
