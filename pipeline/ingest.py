@@ -44,6 +44,8 @@ FRAME_COLUMNS = ("source_file", "source_row") + TEXT_COLUMNS
 LOCALISED_COLUMNS = ("public_title", "public_message")
 
 _LANG_COLUMN = re.compile(r"^(public_title|public_message)_([a-z0-9]+)$")
+# a blank header, as our CSV reader and pandas (.xlsx) name it; the number is the column's 0-based position
+_UNNAMED = re.compile(r"__unnamed_(\d+)|Unnamed: (\d+)")
 _READERS = {".csv": read_csv, ".txt": read_csv, ".parquet": read_parquet, ".pq": read_parquet, ".xlsx": read_xlsx}
 
 __all__ = ["FRAME_COLUMNS", "carried_columns", "normalise_header", "read_sheet", "read_sheets"]
@@ -222,8 +224,8 @@ def _carry(sheet: SheetColumns, i: int, name: str, carried: dict[str, pa.Chunked
     column with no value is an export's empty edge, not a column; one that cannot be read as text (a nested
     Parquet column) is left out, with a notice, never a reason to refuse the sheet."""
     raw = sheet.names[i]
-    unnamed = re.fullmatch(r"__unnamed_(\d+)", raw)
-    header = f"column {_letters(int(unnamed.group(1)))}" if unnamed else raw.strip()
+    unnamed = _UNNAMED.fullmatch(raw)
+    header = f"column {_letters(int(unnamed.group(1) or unnamed.group(2)))}" if unnamed else raw.strip()
     try:
         col = _trimmed(sheet.take(i).cast(pa.string()))
     except Exception as exc:  # any column we need would have refused the sheet already; this one is extra

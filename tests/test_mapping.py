@@ -231,3 +231,17 @@ def test_a_row_with_only_a_carried_cell_is_reported_never_dropped(tmp_path: Path
     checked, errors = validate_rows(frame.drop(columns=["sheet:Notes"]))
     assert set(errors.loc[errors["source_row"] == 3, "column"]) >= {"user_id", "amount"}
     assert pd.isna(frame["sheet:Notes"].tolist()[0])
+
+
+def test_an_xlsx_blank_headed_column_is_carried_under_its_letter_only_when_it_holds_a_value(tmp_path: Path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["user_id", "amount", None, "Dept", None])
+    ws.append([uid(1), 1.5, "see mail", "Sales", None])
+    ws.append([uid(2), 2, None, None, None])
+    wb.save(tmp_path / "a.xlsx")
+    frame = read_sheets([tmp_path / "a.xlsx"])
+    assert [c for c in frame.columns if c.startswith("sheet:")] == ["sheet:column C", "sheet:Dept"]
+    assert frame["sheet:column C"].tolist()[0] == "see mail" and frame["sheet:Dept"].tolist()[0] == "Sales"
