@@ -245,3 +245,14 @@ def test_an_xlsx_blank_headed_column_is_carried_under_its_letter_only_when_it_ho
     frame = read_sheets([tmp_path / "a.xlsx"])
     assert [c for c in frame.columns if c.startswith("sheet:")] == ["sheet:column C", "sheet:Dept"]
     assert frame["sheet:column C"].tolist()[0] == "see mail" and frame["sheet:Dept"].tolist()[0] == "Sales"
+
+
+def test_a_nested_parquet_column_is_left_out_with_a_notice_never_refusing_the_sheet(tmp_path: Path):
+    import pyarrow as pa
+
+    pq.write_table(pa.table({"user_id": [uid(1)], "amount": ["1.00"], "meta": [{"a": 1}], "Dept": ["Sales"]}),
+                   tmp_path / "a.parquet")
+    notices: list[str] = []
+    frame = read_sheets([tmp_path / "a.parquet"], notices=notices)
+    assert [c for c in frame.columns if c.startswith("sheet:")] == ["sheet:Dept"]
+    assert "a.parquet: column 'meta' not carried into the report: cannot be read as text" in notices
