@@ -123,7 +123,8 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
     strings: a few bytes a cell, not a Python object), for the report; `carried_columns` splits them off.
     """
     raw_names = sheet.names
-    norm = [_mapped(normalise_header(n), options.mapping) for n in raw_names]
+    mapping = _normalised_mapping(options.mapping)
+    norm = [_mapped(normalise_header(n), mapping) for n in raw_names]
     seen: dict[str, str] = {}
     for raw, n in zip(raw_names, norm):
         if n in seen and not n.startswith("__unnamed"):
@@ -199,8 +200,13 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
     return frame
 
 
+def _normalised_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    """Both sides normalised (config's mappings already are; one built elsewhere may not be)."""
+    return {normalise_header(k): normalise_header(v) for k, v in mapping.items()}
+
+
 def _mapped(header: str, mapping: Mapping[str, str]) -> str:
-    """A normalised sheet header as the column it means: the mapping's column (keys normalised), else itself."""
+    """A normalised sheet header as the column it means: the (normalised) mapping's column, else itself."""
     return mapping.get(header, header) if mapping else header
 
 
@@ -208,14 +214,15 @@ def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: She
     """What to try when required columns are missing: the configured mapping that fits the headers, else how
     to map them."""
     headers = {normalise_header(n) for n in raw_names}
-    fits = [k for k, m in options.known_mappings.items() if m != options.mapping
-            and set(missing) <= {_mapped(h, m) for h in headers}]
+    given = _normalised_mapping(options.mapping)
+    known = {k: _normalised_mapping(m) for k, m in options.known_mappings.items()}
+    fits = [k for k, m in known.items() if m != given and set(missing) <= {_mapped(h, m) for h in headers}]
     if fits:
         return f"; the headers fit column mapping {fits[0]!r}: pass --mapping {fits[0]}"
     if options.mapping:
         return f"; the column mapping given maps none of these headers to {', '.join(missing)}"
-    known = f" (configured: {', '.join(sorted(options.known_mappings))})" if options.known_mappings else ""
-    return (f"; if the sheet names them otherwise, pass --mapping NAME{known}, a [mappings.NAME] table of "
+    names = f" (configured: {', '.join(sorted(known))})" if known else ""
+    return (f"; if the sheet names them otherwise, pass --mapping NAME{names}, a [mappings.NAME] table of "
             "\"sheet header\" = \"column\" in a config")
 
 

@@ -256,3 +256,9 @@ def test_a_nested_parquet_column_is_left_out_with_a_notice_never_refusing_the_sh
     frame = read_sheets([tmp_path / "a.parquet"], notices=notices)
     assert [c for c in frame.columns if c.startswith("sheet:")] == ["sheet:Dept"]
     assert "a.parquet: column 'meta' not carried into the report: cannot be read as text" in notices
+
+
+def test_a_mapping_built_in_code_matches_like_a_configured_one(tmp_path: Path):
+    sheet = write_sheet(tmp_path / "a.csv", ["WORKER id", "Bonus"], [[uid(1), "1.00"]])
+    frame = read_sheets([sheet], SheetOptions(mapping={"Worker ID": "User ID", " bonus": "amount"}))
+    assert frame[["user_id", "amount"]].values.tolist() == [[uid(1), "1.00"]]
