@@ -224,6 +224,9 @@ def _sheet_args(p: argparse.ArgumentParser) -> None:
                    help="the header's row number as the spreadsheet shows it (default: found below any title rows)")
     g.add_argument("--decimal-comma", action="store_true", default=None,
                    help="amounts use a decimal comma: 12,50 and 1 234,50 or 1.234,50 (a Russian or European locale)")
+    g.add_argument("--mapping", metavar="NAME",
+                   help="read the sheet's own headers through the column mapping NAME: a [mappings.NAME] table of "
+                        "\"sheet header\" = \"column\" in a config (shipped: ru-finance)")
     g.add_argument("--max-file-mb", type=float, metavar="MB", help="largest sheet file read (default 1024)")
     g.add_argument("--max-rows", type=int, metavar="N", help="most rows in one sheet (default 2,000,000)")
     g.add_argument("--max-columns", type=int, metavar="N", help="most columns in one sheet (default 200)")
@@ -236,7 +239,8 @@ def _sheet_args(p: argparse.ArgumentParser) -> None:
 
 
 SHEET_FLAGS = ("encoding", "delimiter", "sheet", "header_row", "decimal_comma", "max_file_mb", "max_rows",
-               "max_columns", "max_cell_chars", "max_xlsx_cells", "max_xlsx_unzipped_mb")
+               "max_columns", "max_cell_chars", "max_xlsx_cells", "max_xlsx_unzipped_mb",
+               "mapping")
 
 
 def _wait_arg(p: argparse.ArgumentParser) -> None:

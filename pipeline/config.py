@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pipeline.contract import DEDUPE_POLICIES, DedupePolicy, SheetLimits, SheetOptions
+from pipeline.contract import (
+    DEDUPE_POLICIES,
+    TEXT_COLUMNS,
+    DedupePolicy,
+    SheetLimits,
+    SheetOptions,
+    is_sheet_column,
+    normalise_header,
+)
 from pipeline.errors import UsageError
 from pipeline.ledger_pg import is_url, redacted
 
@@ -93,6 +101,11 @@ class Settings:
     max_cell_chars: int = SheetLimits.max_cell_chars
     max_xlsx_cells: int = SheetLimits.max_xlsx_cells
     max_xlsx_unzipped_mb: float = SheetLimits.max_xlsx_unzipped_mb
+    # column mappings: [mappings.NAME] tables (sheet header -> our column), from the packaged configs/mappings.toml,
+    # configs/<env>.toml and --config (a later file's table replaces an earlier one of the same name); `mapping`
+    # names the one applied to this run's sheets (--mapping NAME)
+    mapping: str | None = None
+    mappings: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)
     # None: $PAYOUT_DATA_DIR, else $XDG_DATA_HOME/payout, else ~/.local/share/payout
     data_dir: Path = None  # type: ignore[assignment]
     ledger_path: Path = None  # type: ignore[assignment]  # None: DATA/ledgers/<target name>.sqlite
@@ -127,7 +140,9 @@ class Settings:
         """How ingest reads this run's sheets."""
         limits = SheetLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SheetLimits)})
         return SheetOptions(encoding=self.encoding, delimiter=self.delimiter, sheet=self.sheet,
-                            header_row=self.header_row, limits=limits)
+                            header_row=self.header_row, limits=limits,
+                            mapping=self.mappings[self.mapping] if self.mapping is not None else {},
+                            known_mappings=self.mappings)
 
     @property
     def embedded(self) -> bool:
@@ -154,10 +169,13 @@ def load_settings(env: str = "local", config_file: Path | None = None, **overrid
     if env not in ENVS:
         raise UsageError(f"unknown env {env!r}: choose one of {', '.join(ENVS)}")
     values: dict[str, Any] = dict(_packaged_config(env))
+    mappings = {**_packaged_mappings(), **values.pop("mappings", {})}  # merged by name, not replaced whole
     if config_file is not None:
-        values.update(_read_toml(Path(config_file)))
+        values.update(from_file := _read_toml(Path(config_file)))
+        mappings.update(from_file.get("mappings", {}))
     given = {k: v for k, v in overrides.items() if v is not None}
     values.update(checked := _checked(given, "overrides"))
+    values["mappings"] = {**mappings, **checked.get("mappings", {})}
     if "ledger_path" in checked:  # --ledger FILE wins over a config's ledger_url (and --ledger URL over its path)
         values.pop("ledger_url", None)
     elif "ledger_url" in checked:
@@ -169,6 +187,10 @@ def load_settings(env: str = "local", config_file: Path | None = None, **overrid
         raise UsageError(f"--env {env} has no api_url (its packaged config sets none and neither does --config): "
                          f"{env} never falls back to the embedded sandbox; reinstall payout or pass --api-url")
     settings = Settings(**values)
+    if settings.mapping is not None and settings.mapping not in settings.mappings:
+        known = ", ".join(sorted(settings.mappings)) or "none"
+        raise UsageError(f"unknown mapping {settings.mapping!r} (known: {known}); define it as a [mappings.NAME] "
+                         "table of sheet header = column in a --config file")
     if settings.min_amount_cents > settings.max_amount_cents:
         raise UsageError(
             f"min_amount_cents ({settings.min_amount_cents}) exceeds max_amount_cents ({settings.max_amount_cents})"
@@ -355,6 +377,51 @@ def _packaged_config(env: str) -> dict[str, Any]:
     return _checked(data, source, base=None)
 
 
+@functools.cache
+def _packaged_mappings() -> dict[str, dict[str, str]]:
+    """The column mappings every env shares (configs/mappings.toml, a file of [mappings.NAME] tables only)."""
+    source = "packaged configs/mappings.toml"
+    try:
+        text = importlib.resources.files(CONFIG_PACKAGE).joinpath("mappings.toml").read_bytes()
+    except (ModuleNotFoundError, FileNotFoundError, NotADirectoryError):
+        raise UsageError(f"the packaged column mappings ({source}, installed as {CONFIG_PACKAGE}) are missing "
+                         "from this installation: reinstall payout") from None
+    try:
+        data = tomllib.loads(text.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: not valid TOML: {exc}") from None
+    if set(data) - {"mappings"}:
+        raise UsageError(f"{source}: holds only [mappings.NAME] tables, got {', '.join(sorted(set(data) - {'mappings'}))}")
+    return dict(_checked(data, source).get("mappings", {}))
+
+
+def _checked_mappings(value: Any, where: str) -> dict[str, dict[str, str]]:
+    """[mappings.NAME] tables: each maps sheet headers to a column payout reads. Both sides are kept normalised
+    (`normalise_header`: case, spaces and hyphens do not matter), so ingest compares normalised headers."""
+    if not isinstance(value, dict):
+        raise UsageError(f"{where} must be tables [mappings.NAME] of \"sheet header\" = \"column\", got {value!r}")
+    out: dict[str, dict[str, str]] = {}
+    for name, table in value.items():
+        if not isinstance(table, dict) or not table:
+            raise UsageError(f"{where}.{name} must be a table of \"sheet header\" = \"column\", got {table!r}")
+        mapped: dict[str, str] = {}
+        for header, column in table.items():
+            if not isinstance(column, str):
+                raise UsageError(f"{where}.{name}: {header!r} must map to a column name (text), got {column!r}")
+            target, key = normalise_header(column), normalise_header(header)
+            if not is_sheet_column(target):
+                raise UsageError(f"{where}.{name}: {header!r} maps to {column!r}, which is not a column payout reads "
+                                 f"(use one of {', '.join(TEXT_COLUMNS)}, or public_title_xx / public_message_xx "
+                                 "for one language)")
+            if not key:
+                raise UsageError(f"{where}.{name}: an empty sheet header maps to {column!r}")
+            if mapped.get(key, target) != target:
+                raise UsageError(f"{where}.{name}: {header!r} is mapped twice, to {mapped[key]!r} and {target!r}")
+            mapped[key] = target
+        out[str(name)] = mapped
+    return out
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
@@ -406,6 +473,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
         if not isinstance(value, bool):
             raise UsageError(f"{where} must be true or false, got {value!r}")
         return value
+    if key == "mappings":
+        return _checked_mappings(value, where)
     if kind == "Path":
         if not isinstance(value, str | Path) or not str(value).strip():
             raise UsageError(f"{where} must be a path string, got {value!r}")

@@ -31,6 +31,8 @@ OPTIONAL_COLUMNS = (
     "bonus_key",
 )
 TEXT_COLUMNS = REQUIRED_COLUMNS + OPTIONAL_COLUMNS
+# A sheet's columns payout does not read travel to the report as `sheet:<header as written>` (text).
+CARRIED_PREFIX = "sheet:"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class SheetOptions:
     sheet: str | None = None  # .xlsx: the sheet to read; None: the only non-empty one
     header_row: int | None = None  # 1-based row of the header as the spreadsheet shows it; None: found
     mapping: Mapping[str, str] = field(default_factory=dict)  # sheet header -> canonical column (configs)
+    # every configured mapping by name: only to name the one that fits when required columns are missing
+    known_mappings: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     limits: SheetLimits = field(default_factory=SheetLimits)
 
 
@@ -96,6 +100,15 @@ _HEADER_SEPARATORS = re.compile(r"[\s\-]+")
 def normalise_header(name: object) -> str:
     """"  User ID " -> "user_id", "Public-Title EN" -> "public_title_en"."""
     return _HEADER_SEPARATORS.sub("_", str(name).strip().lower()).strip("_")
+
+
+_LANGUAGE_COLUMN = re.compile(r"(public_title|public_message)_[a-z0-9]+")
+
+
+def is_sheet_column(name: str) -> bool:
+    """True for a column payout reads (normalised): one of TEXT_COLUMNS, or a per-language title or message
+    column such as `public_title_en`. What a configured mapping may map a sheet's header to."""
+    return name in TEXT_COLUMNS or _LANGUAGE_COLUMN.fullmatch(name) is not None
 
 
 def one_line(exc: BaseException) -> str:

@@ -3,37 +3,64 @@
 Toloka refuses (409 ENTITY_CONFLICT) two bonuses with the same user, amount, title, message and
 comment in one request. Across requests it would pay both, which for a finance sheet is almost always
 a copy-paste mistake, so the rule is applied to the whole batch: a repeat is reported, not paid.
+
+The rule also catches *near* repeats, rows Toloka would see as different but a person would not (five $2.00
+bonuses to one worker from rows differing only in the comment's case, a non-breaking space, or a trailing
+space inside the title's JSON). Rows are compared after normalising (`normalise_text`, `normalise_json_text`):
+- in every text, each run of whitespace (any Unicode space: the non-breaking U+00A0 and narrow U+202F, tabs,
+  line breaks) becomes one space, invisible U+200B/U+FEFF are dropped, and the ends are trimmed;
+- the comment is also case-folded ("Bonus" = "BONUS");
+- title and message are compared as JSON: parsed, each string in them normalised as above, and written again
+  with sorted keys, so key order and spacing between tokens never matter (their letter case does: the worker
+  reads them).
+User and amount (in cents) are compared as validated. The assignment id and `bonus_key` are not compared (as in
+Toloka's 409 rule): two rows differing only there are repeats too. Row identity (`keys`) never uses any of this.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from pipeline.contract import DEDUPE_POLICIES, MAY_BE_PAID, DedupePolicy, conflict_key, release_memory
+from pipeline.contract import (
+    DEDUPE_POLICIES,
+    MAY_BE_PAID,
+    DedupePolicy,
+    codes_column,
+    conflict_key,
+    factorize_text,
+    release_memory,
+    text_values,
+)
 from pipeline.money import format_cents
 
 
 def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(unique, duplicates), both in sheet order, together exactly the rows of `valid`, with `conflict_key`.
 
-    keep-first: the first row of each conflict group is kept; later ones are duplicates whose
+    Rows are grouped by `near_duplicate_key` (the 409 identity after normalising: see the module's doc), which is
+    also their `conflict_key`: coarser than Toloka's 409 identity (rows equal under it always share the key), so
+    plan, which keeps rows of one key out of one request, stays safe.
+    keep-first: the first row of each group is kept; later ones are duplicates whose
     `duplicate_of` names the kept row as "source_file:source_row".
     reject-all: every row of a group with more than one member is a duplicate, none is paid;
     `duplicate_of` names the group's first row (and, for the first row itself, the second one, so
     no row points at itself).
+    `near_duplicate` is True where the row differs from the one it names, but only in what is normalised.
     """
     if policy not in DEDUPE_POLICIES:
         raise ValueError(f"unknown duplicate policy {policy!r}; use one of {', '.join(DEDUPE_POLICIES)}")
-    conflicts = conflict_key(valid)
-    key = conflicts.to_numpy()
     n = len(valid)
-    valid = valid.assign(conflict_key=conflicts)  # computed once: plan spreads conflicts by it
+    key = near_duplicate_key(valid)
+    valid = valid.assign(conflict_key=pd.Series(key, index=valid.index))  # computed once: plan spreads by it
     if n == 0:
-        return valid, valid.assign(duplicate_of=pd.Series([], dtype=object, index=valid.index))
+        return valid, valid.assign(duplicate_of=pd.Series([], dtype=object, index=valid.index),
+                                   near_duplicate=pd.Series([], dtype=bool, index=valid.index))
     files = valid["source_file"].to_numpy(dtype=object)
     rows = valid["source_row"].to_numpy()
     # position of each group's first (and second) row
@@ -45,7 +72,7 @@ def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") ->
     is_first = first_pos[key] == order
     if policy == "keep-first":
         dup_mask = ~is_first
-        duplicate_of = _refs(files, rows, first_pos[key[dup_mask]])
+        target = first_pos[key]
     else:
         sizes = np.bincount(key)
         dup_mask = sizes[key] > 1
@@ -57,11 +84,96 @@ def find_duplicates(valid: pd.DataFrame, policy: DedupePolicy = "keep-first") ->
             _, first_later = np.unique(k_later, return_index=True)
             second_pos[k_later[first_later]] = later_idx[first_later]
         target = np.where(is_first, second_pos[key], first_pos[key])
-        duplicate_of = _refs(files, rows, target[dup_mask])
+    at = target[dup_mask]
+    index = valid.index[dup_mask]
     unique = valid[~dup_mask]
-    duplicates = valid[dup_mask].assign(duplicate_of=pd.Series(duplicate_of, index=valid.index[dup_mask], dtype=object))
+    duplicates = valid[dup_mask].assign(duplicate_of=pd.Series(_refs(files, rows, at), index=index, dtype=object),
+                                        near_duplicate=pd.Series(_differ(valid, dup_mask, at), index=index))
     release_memory()
     return unique, duplicates
+
+
+def near_duplicate_key(valid: pd.DataFrame) -> np.ndarray:
+    """Integer id of each valid row's 409 identity after normalising (module doc), numbered by first appearance:
+    rows with equal ids are repeats. Rows equal under Toloka's 409 rule (`contract.conflict_key`) always share one.
+
+    Each distinct title and message is normalised once; comments (distinct on almost every row) only on rows
+    that already share user, amount, title and message with another row."""
+    n = len(valid)
+    if n == 0:
+        return np.empty(0, dtype=np.int64)
+    # conflict_key reads title and message through their codes (contract.CARRIED_CODES): the codes of the
+    # normalised texts stand in for the texts' own, and the comment is left for below
+    base = valid[["user_id", "amount_cents", "public_title", "public_message"]].assign(
+        private_comment=pd.Series(np.full(n, None, dtype=object), index=valid.index, dtype=object),
+        **{codes_column(c): _normalised_codes(valid, c) for c in ("public_title", "public_message")})
+    if codes_column("user_id") in valid.columns:
+        base[codes_column("user_id")] = valid[codes_column("user_id")].to_numpy()
+    group = conflict_key(base).to_numpy()  # (user, amount, title, message)
+    comments = valid["private_comment"].to_numpy(dtype=object)
+    shared = np.flatnonzero(np.bincount(group)[group] > 1)
+    comment = np.zeros(n, dtype=np.int64)  # 0: missing, or alone in its group (merges nothing)
+    if len(shared):
+        codes, uniques = factorize_text(comments[shared])
+        folded = np.array([normalise_text(u).casefold() or None for u in uniques], dtype=object)
+        folded_codes, _ = factorize_text(folded)
+        comment[shared] = np.append(folded_codes, -1)[codes] + 1  # missing (-1) and "" -> 0
+    combined, _ = pd.factorize(group * (int(comment.max()) + 1) + comment)  # both < n: no int64 overflow
+    return combined.astype(np.int64)
+
+
+def _normalised_codes(valid: pd.DataFrame, column: str) -> np.ndarray:
+    """int32 code of each row's title or message once normalised (-1: missing): each distinct text normalised
+    once, and texts equal once normalised share a code."""
+    codes, uniques = text_values(valid, column)
+    done = np.array([None if u is None else normalise_json_text(u) for u in uniques], dtype=object)
+    merged, _ = pd.factorize(done)  # None -> -1
+    return np.append(merged, -1)[codes].astype(np.int32)  # code -1 (missing) picks the appended -1
+
+
+_INVISIBLE = ("\u200b", "\ufeff")
+
+
+def normalise_text(text: str) -> str:
+    """Whitespace runs -> one space, zero-width space and BOM dropped, ends trimmed: "a\u00a0 b " -> "a b".
+
+    Whitespace is what `str.split()` splits on: every Unicode space (U+00A0, U+202F, U+2007 ...), tabs and line
+    breaks."""
+    if any(c in text for c in _INVISIBLE):
+        text = text.replace("\u200b", "").replace("\ufeff", "")
+    return " ".join(text.split())
+
+
+def normalise_json_text(text: str) -> str | None:
+    """A title or message as compared: its JSON with every string normalised (`normalise_text`), keys sorted, no
+    spacing; a text that is not JSON is normalised as text."""
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return normalise_text(text) or None
+    if normalise_text(text) != text or "\\" in text or '" ' in text or ' "' in text:  # else: no string to fix
+        value = _normalise_json(value)
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _normalise_json(value: Any) -> Any:
+    if isinstance(value, str):
+        return normalise_text(value)
+    if isinstance(value, dict):
+        return {normalise_text(k): _normalise_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_normalise_json(v) for v in value]
+    return value
+
+
+def _differ(valid: pd.DataFrame, dup_mask: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Whether each duplicate differs from the row it names in title, message or comment as written (user and
+    amount are equal in a group): a near repeat, not an exact one. Only the few duplicates are compared."""
+    differ = np.zeros(len(at), dtype=bool)
+    for c in ("public_title", "public_message", "private_comment"):
+        values = valid[c].to_numpy(dtype=object)
+        differ |= values[dup_mask] != values[at]  # elementwise; None == None holds
+    return differ
 
 
 def _refs(files: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:

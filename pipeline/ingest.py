@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 import structlog
 
 from pipeline.contract import (
+    CARRIED_PREFIX,
     REQUIRED_COLUMNS,
     TEXT_COLUMNS,
     SheetColumns,
@@ -43,9 +44,11 @@ FRAME_COLUMNS = ("source_file", "source_row") + TEXT_COLUMNS
 LOCALISED_COLUMNS = ("public_title", "public_message")
 
 _LANG_COLUMN = re.compile(r"^(public_title|public_message)_([a-z0-9]+)$")
+# a blank header, as our CSV reader and pandas (.xlsx) name it; the number is the column's 0-based position
+_UNNAMED = re.compile(r"__unnamed_(\d+)|Unnamed: (\d+)")
 _READERS = {".csv": read_csv, ".txt": read_csv, ".parquet": read_parquet, ".pq": read_parquet, ".xlsx": read_xlsx}
 
-__all__ = ["FRAME_COLUMNS", "normalise_header", "read_sheet", "read_sheets"]
+__all__ = ["FRAME_COLUMNS", "carried_columns", "normalise_header", "read_sheet", "read_sheets"]
 
 
 def read_sheets(paths: Sequence[str | Path], options: SheetOptions | None = None,
@@ -63,6 +66,15 @@ def read_sheets(paths: Sequence[str | Path], options: SheetOptions | None = None
     if not frames:
         return _empty_frame()
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def carried_columns(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(canonical, carried): the frame without the sheets' other columns (`sheet:<header>`), and those columns
+    alone (same index), which no stage reads: the report puts them beside each row."""
+    extra = [c for c in frame.columns if str(c).startswith(CARRIED_PREFIX)]
+    if not extra:
+        return frame, frame.iloc[:, :0]
+    return frame.drop(columns=extra), frame[extra]
 
 
 def read_sheet(path: str | Path, options: SheetOptions | None = None, notices: list[str] | None = None
@@ -92,7 +104,7 @@ def read_sheet(path: str | Path, options: SheetOptions | None = None, notices: l
         raise
     except Exception as exc:  # any reader failure is "this file cannot be read", never a traceback
         raise SheetError(f"{name}: cannot read {kind} sheet: {one_line(exc)}") from exc
-    frame = _canonical(sheet, name)
+    frame = _canonical(sheet, name, options)
     for notice in sheet.notices:
         log.info("sheet_notice", sheet=name, notice=notice)
     if notices is not None:
@@ -103,10 +115,16 @@ def read_sheet(path: str | Path, options: SheetOptions | None = None, notices: l
 # --- canonical frame ------------------------------------------------------------------------------
 
 
-def _canonical(sheet: SheetColumns, name: str) -> pd.DataFrame:
-    """The canonical frame of the sheet's columns, taking (and so freeing) one Arrow column at a time."""
+def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.DataFrame:
+    """The canonical frame of the sheet's columns, taking (and so freeing) one Arrow column at a time.
+
+    Headers go through the configured column mapping (`options.mapping`, compared normalised) before they are
+    matched to our columns. The sheet's other columns are carried as text columns `sheet:<header>` (Arrow
+    strings: a few bytes a cell, not a Python object), for the report; `carried_columns` splits them off.
+    """
     raw_names = sheet.names
-    norm = [normalise_header(n) for n in raw_names]
+    mapping = _normalised_mapping(options.mapping)
+    norm = [_mapped(normalise_header(n), mapping) for n in raw_names]
     seen: dict[str, str] = {}
     for raw, n in zip(raw_names, norm):
         if n in seen and not n.startswith("__unnamed"):
@@ -119,18 +137,22 @@ def _canonical(sheet: SheetColumns, name: str) -> pd.DataFrame:
     if missing:
         raise SheetError(
             f"{name}: required column(s) {', '.join(missing)} missing (found: {', '.join(map(str, raw_names))})"
+            f"{_mapping_hint(raw_names, missing, options)}"
         )
 
     localised: dict[str, dict[str, int]] = {c: {} for c in LOCALISED_COLUMNS}
-    unknown = []
+    carried: dict[str, pa.ChunkedArray] = {}
     for n, i in columns.items():
         m = _LANG_COLUMN.match(n)
         if m:
             localised[m.group(1)][m.group(2).upper()] = i
-        elif n not in TEXT_COLUMNS and not (n.startswith("__unnamed") and _all_empty(sheet.take(i))):
-            unknown.append(seen[n])
-    if unknown:
-        log.warning("sheet_unknown_columns_ignored", sheet=name, columns=unknown)
+        elif n not in TEXT_COLUMNS:
+            _carry(sheet, i, name, carried)
+    if carried:
+        headers = [c.removeprefix(CARRIED_PREFIX) for c in carried]
+        log.warning("sheet_unknown_columns", sheet=name, columns=headers)
+        sheet.notices.append(f"columns payout does not read, carried into the report as sheet:<header>: "
+                             f"{', '.join(headers)}")
 
     # All object columns are written straight into the 2-D block the frame will own (source_file first):
     # building the frame from separate arrays would copy them all once more to consolidate them.
@@ -162,15 +184,74 @@ def _canonical(sheet: SheetColumns, name: str) -> pd.DataFrame:
         empty = np.ones(len(candidates), dtype=bool)
         for arr in cleaned.values():
             empty &= arr[candidates] == None  # noqa: E711 - elementwise on an object array
+        for col in carried.values():  # a row with only a carried cell filled is not empty: it is reported
+            empty &= col.is_null().to_numpy(zero_copy_only=False)[candidates]
         keep[candidates[empty]] = False
     # explicit object dtype: pandas 3 would otherwise infer its own string dtype (NaN, not None)
     frame = pd.DataFrame(block.T, columns=["source_file", *TEXT_COLUMNS], dtype=object, copy=False)
     frame.insert(1, "source_row", rows)
+    if carried:
+        extra = pd.DataFrame({c: pd.arrays.ArrowExtensionArray(col) for c, col in carried.items()}, index=frame.index)
+        frame = pd.concat([frame, extra], axis=1)
     if not keep.all():
         dropped = int((~keep).sum())
         log.info("sheet_empty_rows_dropped", sheet=name, rows=dropped)
         frame = frame.loc[keep].reset_index(drop=True)
     return frame
+
+
+def _normalised_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    """Both sides normalised (config's mappings already are; one built elsewhere may not be)."""
+    return {normalise_header(k): normalise_header(v) for k, v in mapping.items()}
+
+
+def _mapped(header: str, mapping: Mapping[str, str]) -> str:
+    """A normalised sheet header as the column it means: the (normalised) mapping's column, else itself."""
+    return mapping.get(header, header) if mapping else header
+
+
+def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: SheetOptions) -> str:
+    """What to try when required columns are missing: the configured mapping that fits the headers, else how
+    to map them."""
+    headers = {normalise_header(n) for n in raw_names}
+    given = _normalised_mapping(options.mapping)
+    known = {k: _normalised_mapping(m) for k, m in options.known_mappings.items()}
+    fits = [k for k, m in known.items() if m != given and set(missing) <= {_mapped(h, m) for h in headers}]
+    if fits:
+        return f"; the headers fit column mapping {fits[0]!r}: pass --mapping {fits[0]}"
+    if options.mapping:
+        return f"; the column mapping given maps none of these headers to {', '.join(missing)}"
+    names = f" (configured: {', '.join(sorted(known))})" if known else ""
+    return (f"; if the sheet names them otherwise, pass --mapping NAME{names}, a [mappings.NAME] table of "
+            "\"sheet header\" = \"column\" in a config")
+
+
+def _carry(sheet: SheetColumns, i: int, name: str, carried: dict[str, pa.ChunkedArray]) -> None:
+    """Column `i`, one payout does not read, as trimmed text into `carried` under `sheet:<header>`. A blank-headed
+    column with no value is an export's empty edge, not a column; one that cannot be read as text (a nested
+    Parquet column) is left out, with a notice, never a reason to refuse the sheet."""
+    raw = sheet.names[i]
+    unnamed = _UNNAMED.fullmatch(raw)
+    header = f"column {_letters(int(unnamed.group(1) or unnamed.group(2)))}" if unnamed else raw.strip()
+    try:
+        col = _trimmed(sheet.take(i).cast(pa.string()))
+    except Exception as exc:  # any column we need would have refused the sheet already; this one is extra
+        log.warning("sheet_column_not_carried", sheet=name, column=raw, error=one_line(exc))
+        sheet.notices.append(f"column {header!r} not carried into the report: cannot be read as text")
+        return
+    if unnamed and col.null_count == len(col):
+        return
+    carried[CARRIED_PREFIX + header] = col
+
+
+def _letters(index: int) -> str:
+    """0 -> "A", 25 -> "Z", 26 -> "AA": a column as a spreadsheet names it."""
+    out = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        out = chr(ord("A") + rest) + out
+    return out
 
 
 def _trimmed(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -201,10 +282,6 @@ def _clean_text(col: pa.ChunkedArray, out: np.ndarray | None = None) -> np.ndarr
                               np.array([None], dtype=object)])
     np.take(uniques, encoded.indices.fill_null(len(uniques) - 1).to_numpy(), out=out)
     return out
-
-
-def _all_empty(col: pa.ChunkedArray) -> bool:
-    return _trimmed(col).null_count == len(col)
 
 
 def _assemble_languages(langs: dict[str, pa.ChunkedArray], n_rows: int) -> np.ndarray:

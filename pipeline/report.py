@@ -20,11 +20,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contract import LEDGER_TO_REPORT, REPORT_STATUSES, release_memory
+from pipeline.contract import CARRIED_PREFIX, LEDGER_TO_REPORT, REPORT_STATUSES, release_memory
 from pipeline.money import format_cents, format_usd
 
 STATUSES = REPORT_STATUSES
 NEVER_PLANNED = "never planned: the run stopped before its intent was recorded; run `payout run` on the sheet again"
+NEAR_DUPLICATE_NOTE = " (the same once spaces, non-breaking spaces and the comment's letter case are normalised)"
 UNKNOWN_NOTE = "outcome unknown: never resent; the next run asks the server again, `payout audit` names the bonus"
 LABELS = {
     "paid": "Paid",
@@ -123,8 +124,10 @@ class Summary:
 
 def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
                   already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
-                  planned: pd.DataFrame | None, held: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One report row per input row, in sheet order, with its status, errors and ids."""
+                  planned: pd.DataFrame | None, held: pd.DataFrame | None = None,
+                  carried: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One report row per input row, in sheet order, with its status, errors and ids; and the sheets' columns
+    payout does not read (`carried`: `sheet:<header>` text columns, indexed like `keyed`), after those."""
     release_memory()  # what the stages before freed
     out = keyed[list(SHEET_COLUMNS)]  # a new frame (copy-on-write)
     out.insert(0, "run_id", run_id)
@@ -182,6 +185,9 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
         idx = positions(duplicates)
         status[idx] = "duplicate"
         note[idx] = ("duplicate of " + duplicates["duplicate_of"].astype(str)).to_numpy(dtype=object)
+        if "near_duplicate" in duplicates.columns:  # differs from that row only in what dedupe normalises
+            near = idx[duplicates["near_duplicate"].to_numpy(dtype=bool)]
+            note[near] = note[near] + NEAR_DUPLICATE_NOTE
     if len(already_paid):
         idx = positions(already_paid)
         status[idx] = "already_paid"
@@ -222,6 +228,8 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
     for name, values in (("status", status), ("errors", row_errors), ("operation_id", operation_id),
                          ("bonus_id", bonus_id), ("note", note)):
         out[name] = pd.Series(values, index=out.index, dtype=object)
+    if carried is not None and len(carried.columns):
+        out = pd.concat([out, carried.reindex(out.index)], axis=1)
     release_memory()
     return out.reset_index(drop=True)
 
@@ -300,7 +308,8 @@ def _write_rows(rows: pd.DataFrame, path: Path) -> None:
     writer thread encodes slice k while this thread converts slice k+1 (at most two slices alive)."""
     # row keys are distinct: a dictionary page for them is work thrown away when the writer falls back
     dictionary = [f.name for f in ROWS_SCHEMA if f.name != "row_key"]
-    with pq.ParquetWriter(path, ROWS_SCHEMA, use_dictionary=dictionary) as writer, ThreadPoolExecutor(1) as pool:
+    schema = rows_schema(rows)
+    with pq.ParquetWriter(path, schema, use_dictionary=dictionary) as writer, ThreadPoolExecutor(1) as pool:
         pending = None
         for start in range(0, max(len(rows), 1), ROWS_PER_BATCH):
             table = rows_to_table(rows.iloc[start:start + ROWS_PER_BATCH])
@@ -322,8 +331,15 @@ def _check_rows(rows: pd.DataFrame) -> None:
         raise ValueError(f"report rows have unknown statuses: {', '.join(sorted(map(str, bad)))}")
 
 
+def rows_schema(rows: pd.DataFrame) -> pa.Schema:
+    """ROWS_SCHEMA, and a text column for each of the sheets' columns payout does not read (`sheet:<header>`)."""
+    extra = [pa.field(str(c), pa.string()) for c in rows.columns if str(c).startswith(CARRIED_PREFIX)]
+    return pa.schema(list(ROWS_SCHEMA) + extra) if extra else ROWS_SCHEMA
+
+
 def rows_to_table(rows: pd.DataFrame) -> pa.Table:
-    """Column-wise Arrow conversion of the reconciliation rows to ROWS_SCHEMA; amounts go cents -> decimal exactly."""
+    """Column-wise Arrow conversion of the reconciliation rows to ROWS_SCHEMA (and the carried `sheet:` text
+    columns); amounts go cents -> decimal exactly."""
     _check_rows(rows)
     arrays = {
         name: pa.array(rows[name], type=pa.string(), from_pandas=True)
@@ -332,7 +348,11 @@ def rows_to_table(rows: pd.DataFrame) -> pa.Table:
     arrays["source_row"] = pa.array(rows["source_row"].to_numpy(dtype="int64"), type=pa.int64())
     arrays["amount"] = _cents_to_decimal(rows["amount_cents"])
     arrays["errors"] = _errors_to_arrow(rows["errors"])
-    return pa.Table.from_arrays([arrays[f.name] for f in ROWS_SCHEMA], schema=ROWS_SCHEMA)
+    schema = rows_schema(rows)
+    for f in schema:
+        if f.name not in arrays:
+            arrays[f.name] = pa.array(rows[f.name], type=pa.string(), from_pandas=True)
+    return pa.Table.from_arrays([arrays[f.name] for f in schema], schema=schema)
 
 
 def operations_to_table(operations: pd.DataFrame) -> pa.Table:

@@ -49,9 +49,11 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     run_id, started = new_run_id(), time.monotonic()
     structlog.contextvars.bind_contextvars(run_id=run_id, batch_id=batch_id)
     notices: list[str] = []
-    checked, errors = validate.validate_rows(ingest.read_sheets(sheets, settings.sheet_options(), notices),
-                                             validate.ValidationRules(min_cents=settings.min_amount_cents,
-                                                                      max_cents=settings.max_amount_cents))
+    # the sheets' columns payout does not read go straight to the report, past the stages
+    sheet, carried = ingest.carried_columns(ingest.read_sheets(sheets, settings.sheet_options(), notices))
+    checked, errors = validate.validate_rows(sheet, validate.ValidationRules(min_cents=settings.min_amount_cents,
+                                                                             max_cents=settings.max_amount_cents))
+    del sheet
     keyed = keys.assign_row_keys(checked, batch_id)
     del checked
     unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
@@ -95,7 +97,8 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
         to_report = match.to_report(planned)
         states = ledger.known_rows(to_report["row_key"].tolist())
         rows = report.assemble_rows(run_id, keyed, match.with_reuse_errors(errors), duplicates,
-                                    match.already_paid, to_report, states, planned if dry_run else None, held)
+                                    match.already_paid, to_report, states, planned if dry_run else None, held,
+                                    carried=carried)
         return finish(ledger, settings, target, run_id, rows, states, planned, meta, outcome, started)
 
 

@@ -4,7 +4,15 @@ import pandas as pd
 import pytest
 from sheet_factory import canonical_frame, keyed_rows, row
 
-from pipeline.dedupe import conflict_key, find_duplicates, hold_lookalikes, match_ledger
+from pipeline.dedupe import (
+    conflict_key,
+    find_duplicates,
+    hold_lookalikes,
+    match_ledger,
+    near_duplicate_key,
+    normalise_json_text,
+    normalise_text,
+)
 from pipeline.keys import assign_row_keys, lookalike_keys
 from pipeline.validate import ValidationRules, validate_rows
 
@@ -50,6 +58,60 @@ def test_no_duplicates_and_empty_input():
     assert len(unique) == 2 and dups.empty and "duplicate_of" in dups.columns
     unique, dups = find_duplicates(frame.iloc[:0])
     assert unique.empty and dups.empty
+
+
+@pytest.mark.parametrize(("text", "normal"), [
+    ("  Bonus\u00a0 week\t48 ", "Bonus week 48"),
+    ("a\u202fb\u2007c", "a b c"),
+    ("line one\r\nline two", "line one line two"),
+    ("zero\u200bwidth\ufeff", "zerowidth"),
+    ("Case Stays", "Case Stays"),
+])
+def test_normalise_text_collapses_every_unicode_space_and_drops_invisible_ones(text: str, normal: str):
+    assert normalise_text(text) == normal
+
+
+@pytest.mark.parametrize(("text", "normal"), [
+    ('{"RU": " Спасибо\u00a0", "EN": "Thanks "}', '{"EN":"Thanks","RU":"Спасибо"}'),
+    ('{ "EN" :  "Two  words" }', '{"EN":"Two words"}'),
+    ('{"EN": "Tab\\tinside"}', '{"EN":"Tab inside"}'),  # a JSON escape is whitespace too
+    ('{"EN": "THANKS"}', '{"EN":"THANKS"}'),  # a title's case is what the worker reads: kept
+    ("not json  at all ", "not json at all"),
+])
+def test_normalise_json_text_normalises_strings_inside_and_sorts_keys(text: str, normal: str):
+    assert normalise_json_text(text) == normal
+
+
+def test_near_duplicates_are_flagged_pointing_at_the_first_row_and_marked_near():
+    frame = keyed_rows([
+        row(1, private_comment="Week 48"), row(1, private_comment="week\u00a048 "), row(1, amount="2"),
+        row(1, private_comment="Week 48", public_title='{"EN": "Great  work"}'), row(2, private_comment="WEEK 48"),
+        row(1, private_comment="Week 48", assignment_id="copy"),
+    ], all_valid=True)
+    unique, dups = find_duplicates(frame)
+    assert unique["source_row"].tolist() == [2, 4, 6]
+    assert dups["source_row"].tolist() == [3, 5, 7]
+    assert dups["duplicate_of"].tolist() == ["sheet.csv:2"] * 3
+    assert dups["near_duplicate"].tolist() == [True, True, False]  # the last differs only in its assignment
+    assert unique["conflict_key"].is_unique
+
+
+def test_reject_all_refuses_near_groups_whole():
+    frame = keyed_rows([row(1, private_comment="A"), row(2), row(1, private_comment=" a")], all_valid=True)
+    unique, dups = find_duplicates(frame, "reject-all")
+    assert unique["source_row"].tolist() == [3]
+    assert dups["duplicate_of"].tolist() == ["sheet.csv:4", "sheet.csv:2"] and dups["near_duplicate"].all()
+
+
+def test_the_near_key_is_coarser_than_the_409_identity_and_never_merges_other_bonuses():
+    rows = [row(1), row(1, private_comment="WEEK 1"), row(1, amount="1.51"), row(2), row(1, private_comment=None),
+            row(1, public_message='{"EN": "Thank you! "}'), row(1, public_message='{"EN": "thank you!"}')]
+    frame = keyed_rows(rows, all_valid=True)
+    near = near_duplicate_key(frame).tolist()
+    exact = conflict_key(frame).tolist()
+    assert near == [0, 0, 1, 2, 3, 0, 4]
+    for i in range(len(rows)):  # rows equal under Toloka's rule always share the near key
+        assert all(near[i] == near[j] for j in range(len(rows)) if exact[i] == exact[j])
 
 
 def test_unknown_policy_is_refused():

@@ -93,12 +93,15 @@ def test_all_empty_rows_are_dropped_without_renumbering(tmp_path):
     assert frame["source_row"].tolist() == [3]
 
 
-def test_unknown_columns_are_ignored_with_a_warning(tmp_path):
-    p = write_csv(tmp_path / "a.csv", [row(1, Notes="ask Bob")])
+def test_unknown_columns_are_carried_as_text_with_a_warning_and_a_notice(tmp_path):
+    p = write_csv(tmp_path / "a.csv", [row(1, Notes="ask Bob"), row(2, Notes="")])
+    notices: list[str] = []
     with capture_logs() as logs:
-        frame = read_sheets([p])
+        frame = read_sheets([p], notices=notices)
     assert "notes" not in frame.columns
-    assert any(e["event"] == "sheet_unknown_columns_ignored" and e["columns"] == ["Notes"] for e in logs)
+    assert frame["sheet:Notes"].tolist()[0] == "ask Bob" and pd.isna(frame["sheet:Notes"].tolist()[1])
+    assert any(e["event"] == "sheet_unknown_columns" and e["columns"] == ["Notes"] for e in logs)
+    assert notices == ["a.csv: columns payout does not read, carried into the report as sheet:<header>: Notes"]
 
 
 def test_parquet_numbers_become_exact_text(tmp_path):

@@ -95,7 +95,7 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed: Path, us
                 "print(sorted(p.name for p in r.files('pipeline.configs').iterdir() if p.name.endswith('.toml')))"],
                cwd=cwd, env=env).stdout.splitlines()
     assert Path(out[0]).is_relative_to(installed.parent) and not Path(out[0]).is_relative_to(REPO)
-    assert out[1] == "['local.toml', 'production.toml', 'sandbox.toml']"
+    assert out[1] == "['local.toml', 'mappings.toml', 'production.toml', 'sandbox.toml']"
 
 
 def test_help_works_from_any_folder(installed: Path, user) -> None:
