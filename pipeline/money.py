@@ -1,8 +1,188 @@
-"""Money as integer cents: formatting for the wire and for people, and reading amounts back from JSON."""
+"""Money as integer cents: reading amounts as finance writes them, formatting for the wire and for people, exact
+sums, and reading amounts back from JSON.
+
+An amount text is read into exact digits (never a float) and bounded: at most `MAX_WHOLE_DIGITS` digits before
+the decimal mark, so every amount fits the report's decimal128(12, 2) and int64 cents, and any sum of them is
+exact (`exact_sum`). The accepted forms (README "Amounts"):
+
+- decimal mark `.` (default) or `,` (`decimal_comma`);
+- thousands separators in groups of exactly 3 digits, one kind per amount, the first group 1-3 digits not
+  starting with 0: the other one of `.`/`,`, or a space (U+0020, NBSP U+00A0, narrow NBSP U+202F, thin space
+  U+2009). So `1,234.50` (default) and `1 234,50`, `1.234,50` (`decimal_comma`); `1.23,4` or `12,34,567` are
+  refused;
+- with `decimal_comma`, a single `.` that cannot be a thousands separator (`12.50`, `0.5`) is a decimal point, as
+  .xlsx and Parquet numbers arrive; `1.234` is then 1234, the locale's reading;
+- a leading `-` (or U+2212) for a negative amount (refused later as below the minimum);
+- the payout currency around the number: `$12.50`, `12.50$`, `US$12.50`, `USD 12.50`, `12.50 USD`; any other
+  currency sign or code (`€4.00`, `4.00 EUR`, `£`, `₽`, `RUB`, `CA$`) is refused, naming it;
+- a text starting with `=` is a formula whose value was never calculated (a script wrote the .xlsx).
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
+
+import numpy as np
+
+# Digits before the decimal mark: 10 keep |cents| < 10**12, inside decimal128(12, 2), and 9 million such
+# amounts inside int64; `exact_sum` is exact for any count.
+MAX_WHOLE_DIGITS = 10
+PAYOUT_CURRENCY = "USD"
+_USD_FORMS = frozenset({"$", "US$", "USD"})
+_LOCAL_CURRENCY_WORDS = frozenset({"руб", "руб.", "р", "р.", "грн", "грн.", "тг", "тг."})
+
+_SPACES = " \u00a0\u202f\u2009"
+_PLAIN = re.compile(r"\$?([0-9]{1,10})(?:\.([0-9]{0,2}))?")  # the usual "12.50" / "$12.5": no grouping, no sign
+
+
+class AmountProblem(StrEnum):
+    """Why an amount text is not an amount (validate turns each into a row error with its own code)."""
+
+    NOT_A_NUMBER = "not_a_number"
+    FORMULA = "formula"
+    CURRENCY = "currency"  # a currency other than the payout currency; `detail` is the sign or code as written
+    DECIMAL_COMMA = "decimal_comma"  # reads as a number only with a decimal comma: the flag is missing
+    DECIMAL_POINT = "decimal_point"  # reads as a number only with a decimal point: the flag is wrong
+    BEYOND_CAP = "beyond_cap"  # more than MAX_WHOLE_DIGITS digits before the decimal mark
+
+
+@dataclass(frozen=True)
+class Amount:
+    """An amount text read exactly: sign, digits before the decimal mark (no leading zeros), digits after it
+    (no trailing zeros), or the problem that stops it being an amount."""
+
+    negative: bool = False
+    whole: str = ""
+    fraction: str = ""
+    problem: AmountProblem | None = None
+    detail: str = ""
+
+    @property
+    def decimals(self) -> int:
+        """Significant decimals: "1.500" has 1."""
+        return len(self.fraction)
+
+    def cents(self) -> int | None:
+        """Exact cents, or None when the text is no amount or has sub-cent decimals."""
+        if self.problem is not None or self.decimals > 2:
+            return None
+        c = int(self.whole or "0") * 100 + int(self.fraction.ljust(2, "0"))
+        return -c if self.negative else c
+
+
+def read_amount(text: str, *, decimal_comma: bool = False) -> Amount:
+    """The amount a sheet cell's text means under the sheet's locale (see the module docstring), never raising."""
+    m = _PLAIN.fullmatch(text)
+    if m is not None:
+        return _amount(False, m.group(1), m.group(2) or "")
+    t = text.strip(_SPACES + "\t\r\n")
+    if t.startswith("="):
+        return Amount(problem=AmountProblem.FORMULA)
+    number, found = _split_currency(t)
+    if number is None:
+        return Amount(problem=AmountProblem.NOT_A_NUMBER)
+    negative = number[:1] in ("-", "\u2212")
+    if negative:
+        number = number[1:]
+    mine = _number(number, decimal_comma)
+    other = _number(number, not decimal_comma) if mine is None else None
+    if found is not None and found.upper() not in _USD_FORMS:
+        if mine is not None or other is not None:
+            return Amount(problem=AmountProblem.CURRENCY, detail=found)
+        return Amount(problem=AmountProblem.NOT_A_NUMBER)
+    if mine is not None:
+        return _amount(negative, *mine)
+    if other is not None:
+        return Amount(problem=AmountProblem.DECIMAL_POINT if decimal_comma else AmountProblem.DECIMAL_COMMA)
+    return Amount(problem=AmountProblem.NOT_A_NUMBER)
+
+
+def _amount(negative: bool, whole: str, fraction: str) -> Amount:
+    whole, fraction = whole.lstrip("0"), fraction.rstrip("0")
+    if len(whole) > MAX_WHOLE_DIGITS:
+        return Amount(negative, problem=AmountProblem.BEYOND_CAP)
+    return Amount(negative and bool(whole or fraction), whole, fraction)
+
+
+def _number(text: str, decimal_comma: bool) -> tuple[str, str] | None:
+    """(whole digits, fraction digits) of an unsigned number under one locale, or None."""
+    mark, group_marks = (",", "." + _SPACES) if decimal_comma else (".", "," + _SPACES)
+    whole, _, fraction = text.partition(mark)
+    if _ascii_digits(fraction):
+        if _ascii_digits(whole):
+            return (whole, fraction) if whole or fraction else None
+        # grouped: the first group 1-3 digits (not 0...), then groups of exactly 3, one separator kind
+        kinds = {c for c in whole if not _ascii_digits(c)}
+        if len(kinds) == 1 and (kind := kinds.pop()) in group_marks:
+            groups = whole.split(kind)
+            if (all(_ascii_digits(g) for g in groups) and 1 <= len(groups[0]) <= 3 and not groups[0].startswith("0")
+                    and all(len(g) == 3 for g in groups[1:])):
+                return "".join(groups), fraction
+    return _decimal_point(text) if decimal_comma else None
+
+
+def _decimal_point(text: str) -> tuple[str, str] | None:
+    """With a decimal comma, "12.50": one dot that makes no thousands group is a decimal point."""
+    whole, sep, fraction = text.partition(".")
+    if sep and _ascii_digits(whole) and _ascii_digits(fraction) and (whole or fraction) and "," not in text:
+        return whole, fraction
+    return None
+
+
+def _ascii_digits(s: str) -> bool:
+    return s == "" or (s.isascii() and s.isdigit())
+
+
+def _split_currency(t: str) -> tuple[str | None, str | None]:
+    """(the number's text with its sign, the currency sign or code written around it or None); the number is None
+    when the text has no digit at all."""
+    if not any(c.isdigit() for c in t):
+        return None, None
+    sign = ""
+    if t[:1] in ("-", "\u2212"):
+        sign, t = "-", t[1:].lstrip(_SPACES)
+    found = None
+    i = 0
+    while i < len(t) and not (t[i].isdigit() or t[i] in "-\u2212.,"):
+        i += 1
+    if i:
+        found, t = t[:i].rstrip(_SPACES), t[i:]
+        if t[:1] in ("-", "\u2212") and not sign:
+            sign, t = "-", t[1:]
+    j = len(t)
+    while j > 0 and not t[j - 1].isdigit():
+        j -= 1
+    while j < len(t) and t[j] in ".,":  # "12." and "12. USD": the mark belongs to the number
+        j += 1
+    if j < len(t):
+        if found is not None:  # a sign or code on both sides: not an amount
+            return None, None
+        found, t = t[j:].lstrip(_SPACES), t[:j]
+    if found is not None and not _is_currency(found):
+        return None, None
+    return sign + t, found
+
+
+def _is_currency(s: str) -> bool:
+    """"$", "€", "US$", "CA$" (a currency sign after at most 3 letters), "USD", "EUR" (an ISO code in capitals;
+    "usd" too), or a local abbreviation ("руб.", "р.")."""
+    if unicodedata.category(s[-1]) == "Sc":
+        return len(s) <= 4 and all(c.isascii() and c.isalpha() for c in s[:-1])
+    return ((len(s) == 3 and s.isascii() and s.isalpha() and (s.isupper() or s.upper() == PAYOUT_CURRENCY))
+            or s.lower() in _LOCAL_CURRENCY_WORDS)
+
+
+def exact_sum(cents: np.ndarray) -> int:
+    """The exact sum of int64 cents, whatever their count: high and low 32-bit halves summed apart (each sum
+    stays far inside int64), joined as a Python int."""
+    values = np.asarray(cents, dtype=np.int64)
+    high = int((values >> 32).sum())
+    low = int((values & 0xFFFFFFFF).sum())
+    return (high << 32) + low
 
 
 def format_cents(cents: int) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from pipeline import dedupe, ingest, keys, logs, plan, recover, report, validate, wire
+from pipeline import dedupe, ingest, keys, logs, plan, recover, report, totals, validate, wire
 from pipeline.config import Settings
 from pipeline.contract import NEEDS_ATTENTION, new_run_id
 from pipeline.errors import ApiError, PayoutError, StopRequested, UsageError, next_step
@@ -48,9 +48,11 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     notices: list[str] = []
     checked, errors = validate.validate_rows(ingest.read_sheets(sheets, settings.sheet_options(), notices),
                                              validate.ValidationRules(min_cents=settings.min_amount_cents,
-                                                                      max_cents=settings.max_amount_cents))
+                                                                      max_cents=settings.max_amount_cents,
+                                                                      decimal_comma=settings.decimal_comma))
     keyed = keys.assign_row_keys(checked, batch_id)
     del checked
+    keyed, errors, controls = totals.check_totals(keyed, errors)  # a total that disagrees: exit 2, nothing sent
     unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
     log.info("sheet_checked", rows=len(keyed), invalid=int((~keyed["is_valid"]).sum()),
              duplicates=len(duplicates), stage="validate")
@@ -88,7 +90,8 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
         to_report = match.to_report(planned)
         states = ledger.known_rows(to_report["row_key"].tolist())
         rows = report.assemble_rows(run_id, keyed, match.with_reuse_errors(errors), duplicates,
-                                    match.already_paid, to_report, states, planned if dry_run else None, held)
+                                    match.already_paid, to_report, states, planned if dry_run else None, held,
+                                    controls[["row_key", "note"]])
         return finish(ledger, settings, target, run_id, rows, states, planned, meta, outcome, started)
 
 

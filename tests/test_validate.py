@@ -64,11 +64,12 @@ def test_every_row_is_checked_and_valid_rows_stay_valid():
         ("-5", "amount_too_small", None),
         ("150", "amount_too_large", "amount 150 is above the maximum of $100.00"),
         ("100.01", "amount_too_large", None),
-        ("1,50", "amount_not_a_number", None),
+        ("1,50", "amount_decimal_comma",
+         "amount '1,50' uses a decimal comma: pass --decimal-comma if the sheet's locale writes 12,50 for 12.50"),
         ("abc", "amount_not_a_number", None),
         ("$", "amount_not_a_number", None),
         ("1e2", "amount_not_a_number", None),
-        ("99999999999999999999", "amount_too_large", None),
+        ("99999999999999999999", "amount_too_large", "amount 99999999999999999999 is above the maximum of $100.00"),
     ],
 )
 def test_bad_amounts(amount, code, message):
