@@ -45,6 +45,7 @@ _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n"})
 _USER_ID = r"^[0-9a-f]{32}$"
 _LANG = re.compile(r"^[A-Z]{2}$")
+_PLAIN_AMOUNT = re.compile(r"-?[0-9]*\.?[0-9]*")
 
 
 class ErrorCode(StrEnum):
@@ -427,6 +428,12 @@ def _errors_frame(work: pd.DataFrame, failures: pd.DataFrame | None, ctx: _Conte
     return out.iloc[order].drop_duplicates(["_pos", "column", "code"]).reset_index(drop=True)
 
 
+def _read_as(text: str, rules: ValidationRules) -> str:
+    """" (read as $1,099.50)" for an amount written with separators or signs, so the reading can be checked."""
+    cents = read_amount(text, decimal_comma=rules.decimal_comma).cents()
+    return "" if cents is None or _PLAIN_AMOUNT.fullmatch(text) else f" (read as {format_usd(cents)})"
+
+
 def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
     """The sentence a finance person reads next to the row."""
     r = ctx.rules
@@ -453,9 +460,9 @@ def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
     if code is ErrorCode.AMOUNT_TOO_MANY_DECIMALS:
         return f"amount {shown} has more than {r.max_decimals} decimals"
     if code is ErrorCode.AMOUNT_TOO_SMALL:
-        return f"amount {shown} is below the minimum of {format_usd(r.min_cents)}"
+        return f"amount {shown}{_read_as(v, r)} is below the minimum of {format_usd(r.min_cents)}"
     if code is ErrorCode.AMOUNT_TOO_LARGE:
-        return f"amount {shown} is above the maximum of {format_usd(r.max_cents)}"
+        return f"amount {shown}{_read_as(v, r)} is above the maximum of {format_usd(r.max_cents)}"
     if code is ErrorCode.NOT_A_BOOLEAN:
         return f"without message {shown!r} is not one of true/false/yes/no/1/0"
     if code in (ErrorCode.NOT_A_TEXT_OBJECT, ErrorCode.LANGUAGE_NOT_ALLOWED, ErrorCode.TEXT_TOO_LONG) and column in (

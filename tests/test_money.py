@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import orjson
+import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sandbox_fixtures import TOKEN
+from sheet_factory import row, write_csv
 
+from pipeline.cli import main
 from pipeline.money import AmountProblem, cents_from_json, exact_sum, format_cents, format_usd, read_amount
+from pipeline.report import read_rows, summarize
 
 
 def test_formats_for_the_wire_and_for_people() -> None:
@@ -142,3 +149,32 @@ def test_exact_sum_does_not_wrap_where_int64_does() -> None:
     values = np.full(10_000_000, 999_999_999_999, dtype=np.int64)  # 10M rows at the cap: 1e19 > int64 max
     assert int(values.sum()) != 10_000_000 * 999_999_999_999  # numpy wraps silently
     assert exact_sum(values) == 10_000_000 * 999_999_999_999
+
+
+def test_amounts_beyond_the_cap_never_poison_the_report_totals(sandbox, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 9: 99999999999999999999 was reported as -0.01 and summed to "-92233720268547652.31" (int64)."""
+    monkeypatch.setenv("TOLOKA_TOKEN", TOKEN)
+    huge = "99999999999999999999"
+    sheet = write_csv(tmp_path / "sheet.csv", [row(1, amount=huge), row(2, amount=huge), row(3, amount="-" + huge),
+                                              row(4, amount="150"), row(5, amount="9999999999.99"),
+                                              row(6, amount="1.50")])
+    code = main(["run", str(sheet), "--api-url", sandbox.url, "--batch-id", "b", "--ledger",
+                 str(tmp_path / "ledger.sqlite"), "--out", str(tmp_path / "out")])
+    assert code == 1
+    [run_dir] = (tmp_path / "out").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    # invalid rows count with the amounts that were read exactly (150.00 and 9,999,999,999.99); the ones beyond
+    # the cap are nothing, their text is in the errors column
+    assert summary["amounts"]["invalid"] == summary["amount_invalid"] == "10000000149.99"
+    assert summary["amounts"]["paid"] == "1.50" and summary["counts"]["invalid"] == 5
+    rows = read_rows(run_dir)
+    assert rows["amount_cents"].tolist() == [pd.NA, pd.NA, pd.NA, 15000, 999999999999, 150]
+    assert [e[0]["message"] for e in rows["errors"][:3]] == [
+        f"amount {huge} is above the maximum of $100.00", f"amount {huge} is above the maximum of $100.00",
+        f"amount -{huge} is below the minimum of $0.01"]
+
+
+def test_the_summary_sums_exactly_where_int64_would_wrap() -> None:
+    rows = pd.DataFrame({"status": ["invalid"] * 3, "amount_cents": pd.array([2**62, 2**62, 2**62], dtype="Int64")})
+    assert summarize(rows, {}).cents["invalid"] == 3 * 2**62  # int64 wraps at 2**63

@@ -282,7 +282,7 @@ def test_a_decimal_comma_is_read_only_with_the_flag():
     checked, errors = check_cells("amount", texts, rules=COMMA)
     assert checked["amount_cents"].tolist() == [1250, 109950, 50, 123450, 1250, 300]
     assert codes_per_row(errors, len(texts)) == [[], ["amount_too_large"], [], ["amount_too_large"], [], []]
-    assert "amount 1\u00a0099,50 is above the maximum of $100.00" in errors["message"].tolist()
+    assert "amount 1\u00a0099,50 (read as $1,099.50) is above the maximum of $100.00" in errors["message"].tolist()
     checked, errors = check_cells("amount", texts)  # without the flag: each comma one is refused, naming it
     assert codes_per_row(errors, len(texts)) == [["amount_decimal_comma"]] * 4 + [[], ["amount_decimal_comma"]]
     assert checked["amount_cents"].isna().tolist() == [True] * 4 + [False, True]
