@@ -36,7 +36,10 @@ _USD_FORMS = frozenset({"$", "US$", "USD"})
 _LOCAL_CURRENCY_WORDS = frozenset({"руб", "руб.", "р", "р.", "грн", "грн.", "тг", "тг."})
 
 _SPACES = " \u00a0\u202f\u2009"
-_PLAIN = re.compile(r"\$?([0-9]{1,10})(?:\.([0-9]{0,2}))?")  # the usual "12.50" / "$12.5": no grouping, no sign
+# The usual "12.50" / "$12.5": no grouping, no sign, at most 2 decimals; read the same in either locale (validate
+# reads these in Arrow, all at once)
+PLAIN_AMOUNT = r"\$?(?P<i>[0-9]{1,10})(?:\.(?P<f>[0-9]{0,2}))?"
+_PLAIN = re.compile(PLAIN_AMOUNT)
 
 
 class AmountProblem(StrEnum):
@@ -78,7 +81,7 @@ def read_amount(text: str, *, decimal_comma: bool = False) -> Amount:
     """The amount a sheet cell's text means under the sheet's locale (see the module docstring), never raising."""
     m = _PLAIN.fullmatch(text)
     if m is not None:
-        return _amount(False, m.group(1), m.group(2) or "")
+        return _amount(False, m.group("i"), m.group("f") or "")
     t = text.strip(_SPACES + "\t\r\n")
     if t.startswith("="):
         return Amount(problem=AmountProblem.FORMULA)
@@ -108,38 +111,34 @@ def _amount(negative: bool, whole: str, fraction: str) -> Amount:
     return Amount(negative and bool(whole or fraction), whole, fraction)
 
 
+def _grouped(mark: str, separators: str) -> re.Pattern[str]:
+    """Digits, or thousands groups (first 1-3 digits not starting with 0, then groups of 3 after one separator
+    kind `s`), then optionally the decimal mark and digits."""
+    return re.compile(rf"(?P<i>[1-9][0-9]{{0,2}}(?P<s>[{re.escape(separators)}])[0-9]{{3}}(?:(?P=s)[0-9]{{3}})*"
+                      rf"|[0-9]*)(?:{re.escape(mark)}(?P<f>[0-9]*))?")
+
+
+_NUMBER = {False: _grouped(".", "," + _SPACES), True: _grouped(",", "." + _SPACES)}
+# with a decimal comma, a single dot that makes no thousands group ("12.50") is a decimal point
+_DECIMAL_POINT = re.compile(r"(?P<i>[0-9]*)\.(?P<f>[0-9]*)")
+# no currency sign or code, no space after the minus: nothing to split off
+_BARE = re.compile(rf"[-\u2212]?[0-9.,][0-9.,{_SPACES}]*")
+
+
 def _number(text: str, decimal_comma: bool) -> tuple[str, str] | None:
     """(whole digits, fraction digits) of an unsigned number under one locale, or None."""
-    mark, group_marks = (",", "." + _SPACES) if decimal_comma else (".", "," + _SPACES)
-    whole, _, fraction = text.partition(mark)
-    if _ascii_digits(fraction):
-        if _ascii_digits(whole):
-            return (whole, fraction) if whole or fraction else None
-        # grouped: the first group 1-3 digits (not 0...), then groups of exactly 3, one separator kind
-        kinds = {c for c in whole if not _ascii_digits(c)}
-        if len(kinds) == 1 and (kind := kinds.pop()) in group_marks:
-            groups = whole.split(kind)
-            if (all(_ascii_digits(g) for g in groups) and 1 <= len(groups[0]) <= 3 and not groups[0].startswith("0")
-                    and all(len(g) == 3 for g in groups[1:])):
-                return "".join(groups), fraction
-    return _decimal_point(text) if decimal_comma else None
-
-
-def _decimal_point(text: str) -> tuple[str, str] | None:
-    """With a decimal comma, "12.50": one dot that makes no thousands group is a decimal point."""
-    whole, sep, fraction = text.partition(".")
-    if sep and _ascii_digits(whole) and _ascii_digits(fraction) and (whole or fraction) and "," not in text:
-        return whole, fraction
-    return None
-
-
-def _ascii_digits(s: str) -> bool:
-    return s == "" or (s.isascii() and s.isdigit())
+    m = _NUMBER[decimal_comma].fullmatch(text) or (_DECIMAL_POINT.fullmatch(text) if decimal_comma else None)
+    if m is None or not (m.group("i") or m.group("f")):
+        return None
+    separator = m.groupdict().get("s")
+    return m.group("i").replace(separator, "") if separator else m.group("i"), m.group("f") or ""
 
 
 def _split_currency(t: str) -> tuple[str | None, str | None]:
     """(the number's text with its sign, the currency sign or code written around it or None); the number is None
     when the text has no digit at all."""
+    if _BARE.fullmatch(t):
+        return t, None
     if not any(c.isdigit() for c in t):
         return None, None
     sign = ""

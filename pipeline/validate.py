@@ -37,7 +37,7 @@ import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from pipeline.contract import TEXT_COLUMNS, codes_column, factorize_text, release_memory
-from pipeline.money import AmountProblem, format_usd, read_amount
+from pipeline.money import PLAIN_AMOUNT, AmountProblem, format_usd, read_amount
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
 
@@ -46,6 +46,7 @@ _FALSE = frozenset({"false", "0", "no", "n"})
 _USER_ID = r"^[0-9a-f]{32}$"
 _LANG = re.compile(r"^[A-Z]{2}$")
 _PLAIN_AMOUNT = re.compile(r"-?[0-9]*\.?[0-9]*")
+_PLAIN = f"^{PLAIN_AMOUNT}$"
 
 
 class ErrorCode(StrEnum):
@@ -128,25 +129,35 @@ class _Amounts:
 
 
 def _parse_amounts(distinct: tuple[np.ndarray, np.ndarray], rules: ValidationRules) -> _Amounts:
-    """Each distinct amount text read once by `money.read_amount` (exact digits, bounded), spread to its rows."""
+    """Each distinct amount text read once, spread to its rows: the usual "12.50" / "$12.5" (`money.PLAIN_AMOUNT`)
+    in Arrow, all at once; any other text by `money.read_amount` (exact digits, bounded)."""
     codes, uniques = distinct
+    arr = pyarrow.array(uniques, type=pyarrow.string())
+    # with a decimal comma, "12,50" is as plain; so is "12.50" (2 digits after a dot never make a thousands group)
+    pattern = _PLAIN.replace(r"\.", "[.,]") if rules.decimal_comma else _PLAIN
+    plain = pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(zero_copy_only=False).astype(bool)
+    parts = pc.extract_regex(pc.if_else(plain, arr, pyarrow.scalar("0")), pattern)
+    whole = pc.cast(pc.struct_field(parts, "i"), pyarrow.int64())  # at most 10 digits: no overflow
+    fraction = pc.fill_null(pc.struct_field(parts, "f"), "")
+    cents = pc.add(pc.multiply(whole, 100), pc.cast(pc.utf8_rpad(fraction, 2, "0"), pyarrow.int64()))
+    cents = cents.to_numpy(zero_copy_only=False).astype(np.int64)
     n = len(uniques)
     kind = np.zeros(n, dtype=np.int8)
     negative = np.zeros(n, dtype=bool)
-    decimals_ok = np.ones(n, dtype=bool)
-    cents = np.zeros(n, dtype=np.int64)
-    has_cents = np.zeros(n, dtype=bool)
-    comma, max_decimals = rules.decimal_comma, rules.max_decimals
-    for i, text in enumerate(uniques.tolist()):
-        a = read_amount(text, decimal_comma=comma)
-        if a.problem is not None:
-            kind[i], negative[i] = _KIND[a.problem], a.negative
-        elif a.decimals > max_decimals:
-            decimals_ok[i] = False
-        else:
-            c = a.cents()
-            assert c is not None  # at most 2 decimals (rules) and no problem
-            cents[i], negative[i], has_cents[i] = c, a.negative, True
+    # decimals beyond the allowed ones must all be zero ("1.50" with max_decimals=1 is $1.5)
+    decimals_ok = pc.match_substring_regex(fraction, rf"^[0-9]{{0,{rules.max_decimals}}}0*$").to_numpy(
+        zero_copy_only=False).astype(bool)
+    has_cents = plain & decimals_ok
+    other = np.flatnonzero(~plain)
+    if len(other):
+        comma, max_decimals = rules.decimal_comma, rules.max_decimals
+        read = [read_amount(t, decimal_comma=comma) for t in uniques[other].tolist()]
+        kind[other] = [_KIND[a.problem] for a in read]
+        negative[other] = [a.negative for a in read]
+        decimals_ok[other] = [a.problem is not None or a.decimals <= max_decimals for a in read]
+        readable = np.array([a.problem is None and a.decimals <= max_decimals for a in read], dtype=bool)
+        has_cents[other] = readable
+        cents[other[readable]] = [a.cents() for a, ok in zip(read, readable) if ok]
     return _Amounts(
         kind=_spread(codes, kind, 0),
         negative=_spread(codes, negative, False),
