@@ -57,8 +57,8 @@ def check_totals(checked: pd.DataFrame, errors: pd.DataFrame) -> tuple[pd.DataFr
     """(checked, errors, totals): the totals rows found in `checked` (validate's output, in sheet order), each with
     a `note` saying what it was checked against; they are marked not valid and their validation errors dropped.
     `totals` keeps `checked`'s index labels and columns. Raises ControlTotalMismatch listing every problem."""
-    labelled = _labelled(checked)
-    unlabelled = _unlabelled_candidates(checked) & ~labelled
+    labelled, no_user = _labelled(checked)
+    unlabelled = _unlabelled_candidates(checked, no_user) & ~labelled
     if not (labelled.any() or unlabelled.any()):  # the usual sheet: no copies, nothing to do
         return checked, errors, checked.iloc[:0].assign(note=pd.Series([], dtype=object))
     files = checked["source_file"].to_numpy(dtype=object)
@@ -93,8 +93,9 @@ def check_totals(checked: pd.DataFrame, errors: pd.DataFrame) -> tuple[pd.DataFr
     return out, errors[~mine].reset_index(drop=True), totals
 
 
-def _labelled(checked: pd.DataFrame) -> np.ndarray:
-    """Rows labelled as totals: their user id, or (user id empty) their comment or assignment id."""
+def _labelled(checked: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(labelled, no user id) per row: labelled as a total by the user id, or (user id empty) by the comment or
+    the assignment id."""
     codes, uniques = text_values(checked, "user_id")
     # only short texts that are no user id can be labels: the ~1 in 8 distinct user ids of a sheet skip Python
     texts = pa.array(uniques, type=pa.string())
@@ -110,15 +111,17 @@ def _labelled(checked: pd.DataFrame) -> np.ndarray:
                 texts = checked[column].to_numpy(dtype=object)
                 at = np.flatnonzero(no_user)
                 label[at] |= np.fromiter((is_label(t) for t in texts[at]), dtype=bool, count=len(at))
-    return label
+    return label, no_user
 
 
-def _unlabelled_candidates(checked: pd.DataFrame) -> np.ndarray:
+def _unlabelled_candidates(checked: pd.DataFrame, no_user: np.ndarray) -> np.ndarray:
     """Rows that may be a total without a label: no user id, a readable amount, nothing else."""
-    candidate = checked["user_id"].isna().to_numpy() & checked["amount_cents"].notna().to_numpy()
+    at = np.flatnonzero(no_user & checked["amount_cents"].notna().to_numpy())
     for column in _EMPTY_IN_A_TOTAL:
-        if candidate.any() and column in checked.columns:
-            candidate &= checked[column].isna().to_numpy()
+        if len(at) and column in checked.columns:
+            at = at[pd.isna(checked[column].to_numpy(dtype=object)[at])]
+    candidate = np.zeros(len(checked), dtype=bool)
+    candidate[at] = True
     return candidate
 
 
