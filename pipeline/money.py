@@ -10,8 +10,10 @@ exact (`exact_sum`). The accepted forms (README "Amounts"):
   starting with 0: the other one of `.`/`,`, or a space (U+0020, NBSP U+00A0, narrow NBSP U+202F, thin space
   U+2009). So `1,234.50` (default) and `1 234,50`, `1.234,50` (`decimal_comma`); `1.23,4` or `12,34,567` are
   refused;
+- `1,234` (or, with `decimal_comma`, `1.234`) is refused as ambiguous: a thousands group, or 3 decimals in the
+  other locale; a second group (`1,234,567`) or decimals (`1,234.50`) settle it;
 - with `decimal_comma`, a single `.` that cannot be a thousands separator (`12.50`, `0.5`) is a decimal point, as
-  .xlsx and Parquet numbers arrive; `1.234` is then 1234, the locale's reading;
+  .xlsx and Parquet numbers arrive;
 - a leading `-` (or U+2212) for a negative amount (refused later as below the minimum);
 - the payout currency around the number: `$12.50`, `12.50$`, `US$12.50`, `USD 12.50`, `12.50 USD`; any other
   currency sign or code (`€4.00`, `4.00 EUR`, `£`, `₽`, `RUB`, `CA$`) is refused, naming it;
@@ -51,6 +53,7 @@ class AmountProblem(StrEnum):
     DECIMAL_COMMA = "decimal_comma"  # reads as a number only with a decimal comma: the flag is missing
     DECIMAL_POINT = "decimal_point"  # reads as a number only with a decimal point: the flag is wrong
     BEYOND_CAP = "beyond_cap"  # more than MAX_WHOLE_DIGITS digits before the decimal mark
+    AMBIGUOUS = "ambiguous"  # "1,234" (or "1.234" with a decimal comma): 1234, or 1.234 in the other locale
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ def read_amount(text: str, *, decimal_comma: bool = False) -> Amount:
             return Amount(problem=AmountProblem.CURRENCY, detail=found)
         return Amount(problem=AmountProblem.NOT_A_NUMBER)
     if mine is not None:
+        if _AMBIGUOUS[decimal_comma].fullmatch(number):
+            return Amount(problem=AmountProblem.AMBIGUOUS)
         return _amount(negative, *mine)
     if other is not None:
         return Amount(problem=AmountProblem.DECIMAL_POINT if decimal_comma else AmountProblem.DECIMAL_COMMA)
@@ -121,6 +126,9 @@ def _grouped(mark: str, separators: str) -> re.Pattern[str]:
 _NUMBER = {False: _grouped(".", "," + _SPACES), True: _grouped(",", "." + _SPACES)}
 # with a decimal comma, a single dot that makes no thousands group ("12.50") is a decimal point
 _DECIMAL_POINT = re.compile(r"(?P<i>[0-9]*)\.(?P<f>[0-9]*)")
+# one `,` (`.` with a decimal comma) thousands separator and no decimals: a thousands group, or three decimals in
+# the other locale; refused rather than risk paying 1000 times the amount
+_AMBIGUOUS = {False: re.compile(r"[1-9][0-9]{0,2},[0-9]{3}"), True: re.compile(r"[1-9][0-9]{0,2}\.[0-9]{3}")}
 # no currency sign or code, no space after the minus: nothing to split off
 _BARE = re.compile(rf"[-\u2212]?[0-9.,][0-9.,{_SPACES}]*")
 

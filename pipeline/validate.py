@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     AMOUNT_CURRENCY = "amount_currency"
     AMOUNT_DECIMAL_COMMA = "amount_decimal_comma"
     AMOUNT_DECIMAL_POINT = "amount_decimal_point"
+    AMOUNT_AMBIGUOUS = "amount_ambiguous"
     AMOUNT_NOT_A_NUMBER = "amount_not_a_number"
     AMOUNT_TOO_MANY_DECIMALS = "amount_too_many_decimals"
     AMOUNT_TOO_SMALL = "amount_too_small"
@@ -311,6 +312,7 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
                 _check(ErrorCode.AMOUNT_CURRENCY, amount_is_not(AmountProblem.CURRENCY)),
                 _check(ErrorCode.AMOUNT_DECIMAL_COMMA, amount_is_not(AmountProblem.DECIMAL_COMMA)),
                 _check(ErrorCode.AMOUNT_DECIMAL_POINT, amount_is_not(AmountProblem.DECIMAL_POINT)),
+                _check(ErrorCode.AMOUNT_AMBIGUOUS, amount_is_not(AmountProblem.AMBIGUOUS)),
                 _check(ErrorCode.AMOUNT_NOT_A_NUMBER, amount_is_not(AmountProblem.NOT_A_NUMBER)),
                 _check(ErrorCode.AMOUNT_TOO_MANY_DECIMALS, lambda s: ctx.amounts().decimals_ok),
                 _check(ErrorCode.AMOUNT_TOO_SMALL, amount_range(low=True)),
@@ -466,6 +468,11 @@ def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
     if code is ErrorCode.AMOUNT_DECIMAL_POINT:
         return (f"amount {shown!r} uses a decimal point, but --decimal-comma reads ',' as the decimal mark: run "
                 "without --decimal-comma if the sheet writes 1,234.50")
+    if code is ErrorCode.AMOUNT_AMBIGUOUS:
+        digits = "".join(c for c in v if c.isdigit())
+        mark = "," if r.decimal_comma else "."
+        return (f"amount {shown!r} could be {digits} or {digits[:-3]}{mark}{digits[-3:]}: write {digits} or "
+                f"{digits}{mark}00 (a thousands separator alone is ambiguous)")
     if code is ErrorCode.AMOUNT_NOT_A_NUMBER:
         return f"amount {shown!r} is not a number (write it like 1.50)"
     if code is ErrorCode.AMOUNT_TOO_MANY_DECIMALS:

@@ -40,7 +40,7 @@ def test_any_amount_survives_the_wire_and_orjson_exactly(cents: int) -> None:
     ("12.50", 1250), ("12.5", 1250), ("12", 1200), ("12.", 1200), (".5", 50), ("0012.50", 1250), ("12.500", 1250),
     ("$12.50", 1250), ("$ 12.50", 1250), ("12.50$", 1250), ("US$12.50", 1250), ("USD 12.50", 1250),
     ("12.50 USD", 1250), ("12.50USD", 1250), ("usd 12.50", 1250), ("12.50\u00a0USD", 1250),
-    ("1,234.50", 123450), ("1,234", 123400), ("1,234,567.89", 123456789), ("1 234.50", 123450),
+    ("1,234.50", 123450), ("1,234,567", 123456700), ("1,234,567.89", 123456789), ("1 234", 123400), ("1 234.50", 123450),
     ("1\u00a0234.50", 123450), ("-1.50", -150), ("-$1.50", -150), ("$-1.50", -150), ("\u22121.50", -150),
     ("-0", 0), ("9999999999.99", 999999999999),
 ])
@@ -55,8 +55,8 @@ def test_amounts_with_a_decimal_point(text: str, cents: int) -> None:
     ("1.234.567,89", 123456789), ("1 234 567", 123456700), ("12,50 USD", 1250), ("$12,50", 1250),
     # a single dot that makes no thousands group is a decimal point: .xlsx and Parquet numbers arrive so
     ("12.50", 1250), ("0.5", 50), ("1234.5", 123450),
-    # ... and one that does is the locale's thousands separator
-    ("1.234", 123400),
+    # ... and two that do are the locale's thousands separators
+    ("1.234.567", 123456700),
 ])
 def test_amounts_with_a_decimal_comma(text: str, cents: int) -> None:
     a = read_amount(text, decimal_comma=True)
@@ -76,6 +76,9 @@ def test_amounts_with_a_decimal_comma(text: str, cents: int) -> None:
     ("0,123.50", False, AmountProblem.NOT_A_NUMBER, ""),  # a first group never starts with 0
     ("1 234.567,50", True, AmountProblem.NOT_A_NUMBER, ""),  # one separator kind per amount
     ("12 34", False, AmountProblem.NOT_A_NUMBER, ""),
+    ("1,234", False, AmountProblem.AMBIGUOUS, ""),  # 1234, or 1.234 in a decimal-comma locale
+    ("$1,234", False, AmountProblem.AMBIGUOUS, ""),
+    ("1.234", True, AmountProblem.AMBIGUOUS, ""),  # 1234 in de-DE, or 1.234 as a program writes it
     ("€4.00", False, AmountProblem.CURRENCY, "€"),
     ("4.00 EUR", False, AmountProblem.CURRENCY, "EUR"),
     ("4,00 €", True, AmountProblem.CURRENCY, "€"),

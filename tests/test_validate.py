@@ -295,6 +295,16 @@ def test_a_decimal_point_with_comma_thousands_under_the_flag_names_the_flag():
     assert codes(errors) == ["amount_decimal_point"] and "run without --decimal-comma" in errors["message"][0]
 
 
+def test_a_lone_thousands_separator_is_ambiguous_and_refused():
+    _, errors = check(row(1, amount="1,234"), row(2, amount="1.234", user_id="x" * 32))
+    assert codes(errors, "amount") == ["amount_ambiguous", "amount_too_many_decimals"]
+    assert errors["message"].iloc[0] == ("amount '1,234' could be 1234 or 1.234: write 1234 or 1234.00 (a thousands "
+                                         "separator alone is ambiguous)")
+    _, errors = check(row(1, amount="1.234"), rules=COMMA)
+    assert errors["message"].tolist() == ["amount '1.234' could be 1234 or 1,234: write 1234 or 1234,00 (a thousands "
+                                          "separator alone is ambiguous)"]
+
+
 def test_usd_signs_and_codes_are_accepted_other_currencies_refused_naming_them():
     texts = ["$12.50", "12.50 USD", "USD 12.50", "US$12.50", "€4.00", "4.00 EUR", "£4", "4 ₽", "RUB 4"]
     checked, errors = check_cells("amount", texts)
