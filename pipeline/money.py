@@ -144,7 +144,7 @@ def _number(text: str, decimal_comma: bool) -> tuple[str, str] | None:
 
 def _split_currency(t: str) -> tuple[str | None, str | None]:
     """(the number's text with its sign, the currency sign or code written around it or None); the number is None
-    when the text has no digit at all."""
+    when the text has no digit, a currency on both sides, or something around it that is no currency."""
     if _BARE.fullmatch(t):
         return t, None
     if not any(c.isdigit() for c in t):
