@@ -97,7 +97,7 @@ def _labelled(checked: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """(labelled, no user id) per row: labelled as a total by the user id, or (user id empty) by the comment or
     the assignment id."""
     codes, uniques = text_values(checked, "user_id")
-    # only short texts that are no user id can be labels: the ~1 in 8 distinct user ids of a sheet skip Python
+    # only short texts that are no user id can be labels: the distinct user ids of a sheet never reach Python
     texts = pa.array(uniques, type=pa.string())
     maybe = pc.and_(pc.less_equal(pc.utf8_length(texts), 40), pc.invert(pc.match_substring_regex(texts, _USER_ID)))
     at = np.flatnonzero(pc.fill_null(maybe, False).to_numpy(zero_copy_only=False))
