@@ -213,7 +213,7 @@ OperationState = Literal["planned", "submitted", "done", "rejected"]
 MAY_BE_PAID: tuple[RowState, ...] = ("paid", "planned", "unknown")
 # A row's status in the report (README "Row statuses").
 ReportStatus = Literal["paid", "failed", "invalid", "duplicate", "already_paid", "held_repeat", "pending",
-                       "unknown", "planned"]
+                       "unknown", "planned", "control_total"]
 REPORT_STATUSES: tuple[ReportStatus, ...] = get_args(ReportStatus)
 LEDGER_TO_REPORT: dict[RowState, ReportStatus] = {"paid": "paid", "failed": "failed", "planned": "pending",
                                                   "unknown": "unknown"}

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.contract import CARRIED_PREFIX, LEDGER_TO_REPORT, REPORT_STATUSES, release_memory
-from pipeline.money import format_cents, format_usd
+from pipeline.money import exact_sum, format_cents, format_usd
 
 STATUSES = REPORT_STATUSES
 NEVER_PLANNED = "never planned: the run stopped before its intent was recorded; run `payout run` on the sheet again"
@@ -37,6 +37,7 @@ LABELS = {
     "pending": "Pending",
     "unknown": "Unknown",
     "planned": "Planned",
+    "control_total": "Control total",  # the sheet's own total row: checked, never paid (pipeline/totals.py)
 }
 AMOUNT_TYPE = pa.decimal128(12, 2)
 ERROR_TYPE = pa.struct([("column", pa.string()), ("code", pa.string()), ("message", pa.string())])
@@ -125,9 +126,10 @@ class Summary:
 def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplicates: pd.DataFrame,
                   already_paid: pd.DataFrame, to_pay: pd.DataFrame, states: pd.DataFrame,
                   planned: pd.DataFrame | None, held: pd.DataFrame | None = None,
-                  carried: pd.DataFrame | None = None) -> pd.DataFrame:
+                  carried: pd.DataFrame | None = None, totals: pd.DataFrame | None = None) -> pd.DataFrame:
     """One report row per input row, in sheet order, with its status, errors and ids; and the sheets' columns
-    payout does not read (`carried`: `sheet:<header>` text columns, indexed like `keyed`), after those."""
+    payout does not read (`carried`: `sheet:<header>` text columns, indexed like `keyed`), after those.
+    `totals`: the sheet's control-total rows, with their `note`."""
     release_memory()  # what the stages before freed
     out = keyed[list(SHEET_COLUMNS)]  # a new frame (copy-on-write)
     out.insert(0, "run_id", run_id)
@@ -197,6 +199,10 @@ def assemble_rows(run_id: str, keyed: pd.DataFrame, errors: pd.DataFrame, duplic
         idx = positions(held)
         status[idx] = "held_repeat"
         note[idx] = held["note"].to_numpy(dtype=object)
+    if totals is not None and len(totals):
+        idx = positions(totals)
+        status[idx] = "control_total"
+        note[idx] = totals["note"].to_numpy(dtype=object)
     if len(to_pay):
         idx = positions(to_pay)
         if len(states):
@@ -375,9 +381,12 @@ def summarize(rows: pd.DataFrame, meta: dict) -> Summary:
     `meta["rerun_after"]`, when present, tells format_summary when pending rows can be re-run.
     """
     counts = rows["status"].value_counts()
-    cents = rows["amount_cents"].astype("Int64").groupby(rows["status"]).sum()
+    # exact Python ints: an int64 sum of cents wraps silently (money.exact_sum); a row without an amount read
+    # exactly (NA) counts as nothing
+    values = rows["amount_cents"].astype("Int64").to_numpy(dtype="int64", na_value=0)
+    at = rows.groupby("status", sort=False).indices
     return Summary(dict(meta), len(rows), {s: int(counts.get(s, 0)) for s in STATUSES},
-                   {s: int(cents.get(s, 0)) for s in STATUSES})
+                   {s: exact_sum(values[at[s]]) if s in at else 0 for s in STATUSES})
 
 
 def format_summary(summary: Summary) -> str:
@@ -462,6 +471,8 @@ def _cents_to_decimal(cents: pd.Series) -> pa.Array:
     """decimal128(12, 2) whose unscaled integers ARE the cents: two little-endian int64 words per value, no floats."""
     values = cents.astype("Int64")
     low = values.to_numpy(dtype="int64", na_value=0)
+    if len(low) and np.abs(low).max() >= 10**12:  # would not fit decimal128(12, 2): never write a wrong amount
+        raise ValueError("report rows: an amount beyond 9,999,999,999.99")
     data = np.empty((len(low), 2), dtype="<i8")
     data[:, 0] = low
     data[:, 1] = low >> 63  # sign extension into the high word

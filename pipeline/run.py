@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import structlog
 
-from pipeline import dedupe, guard, ingest, keys, logs, plan, recover, report, validate, wire
+from pipeline import dedupe, guard, ingest, keys, logs, plan, recover, report, totals, validate, wire
 from pipeline.config import Settings
 from pipeline.contract import NEEDS_ATTENTION, codes_column, new_run_id
 from pipeline.errors import ApiError, PayoutError, SpendRefused, StopRequested, UsageError, next_step
@@ -52,10 +52,12 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     # the sheets' columns payout does not read go straight to the report, past the stages
     sheet, carried = ingest.carried_columns(ingest.read_sheets(sheets, settings.sheet_options(), notices))
     checked, errors = validate.validate_rows(sheet, validate.ValidationRules(min_cents=settings.min_amount_cents,
-                                                                             max_cents=settings.max_amount_cents))
+                                                                             max_cents=settings.max_amount_cents,
+                                                                             decimal_comma=settings.decimal_comma))
     del sheet
     keyed = keys.assign_row_keys(checked, batch_id)
     del checked
+    keyed, errors, controls = totals.check_totals(keyed, errors)  # a total that disagrees: exit 2, nothing sent
     unique, duplicates = dedupe.find_duplicates(keyed[keyed["is_valid"]], settings.dedupe_policy)
     log.info("sheet_checked", rows=len(keyed), invalid=int((~keyed["is_valid"]).sum()),
              duplicates=len(duplicates), stage="validate")
@@ -98,7 +100,7 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
         states = ledger.known_rows(to_report["row_key"].tolist())
         rows = report.assemble_rows(run_id, keyed, match.with_reuse_errors(errors), duplicates,
                                     match.already_paid, to_report, states, planned if dry_run else None, held,
-                                    carried=carried)
+                                    carried=carried, totals=controls[["row_key", "note"]])
         return finish(ledger, settings, target, run_id, rows, states, planned, meta, outcome, started)
 
 

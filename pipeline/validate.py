@@ -6,9 +6,12 @@ with integer arithmetic on their digits, never floats. pandera's `failure_cases`
 (`source_file`, `source_row`, `column`, `code`, `message`); codes are `ErrorCode`, messages are for people.
 
 Documented limits (all configurable through `ValidationRules`):
-- amount: digits with an optional "$" and at most `max_decimals` decimals (trailing zeros do not count:
-  "1.500" is $1.50), between `min_cents` and `max_cents` ($0.01 to $100 by default; Toloka itself
-  accepts $0.005 to $100 but we pay whole cents).
+- amount: read by `money.read_amount` (the forms finance writes: "12.50", "$12.50", "12.50 USD", "1,234.50";
+  with `decimal_comma` "12,50", "1 234,50", "1.234,50"), at most `max_decimals` decimals (trailing zeros do
+  not count: "1.500" is $1.50), between `min_cents` and `max_cents` ($0.01 to $100 by default; Toloka itself
+  accepts $0.005 to $100 but we pay whole cents). Another currency, an uncalculated formula ("=SUM(...)"), a
+  decimal mark the locale does not use, and an amount beyond `money.MAX_WHOLE_DIGITS` digits are each a row
+  error with the text as written; only amounts read exactly get `amount_cents`.
 - user_id: 32 lowercase hex characters, like Toloka's `a1b0b42923c429daa2c764d7ccfc364d`.
 - public_title / public_message: a JSON object of language code -> non-empty text, codes from
   `languages`; titles up to 200 characters, messages up to 2,000 per language (Toloka documents none).
@@ -34,15 +37,16 @@ import pyarrow.compute as pc
 from pandera.errors import SchemaErrors
 
 from pipeline.contract import TEXT_COLUMNS, codes_column, factorize_text, release_memory
-from pipeline.money import format_usd
+from pipeline.money import PLAIN_AMOUNT, AmountProblem, format_usd, read_amount
 
 ERROR_COLUMNS = ["source_file", "source_row", "column", "code", "message"]
 
 _TRUE = frozenset({"true", "1", "yes", "y"})
 _FALSE = frozenset({"false", "0", "no", "n"})
 _USER_ID = r"^[0-9a-f]{32}$"
-_NUMBER = r"^-?\$?(?P<i>\d*)(?:\.(?P<f>\d*))?$"
 _LANG = re.compile(r"^[A-Z]{2}$")
+_PLAIN_AMOUNT = re.compile(r"-?[0-9]*\.?[0-9]*")
+_PLAIN = f"^{PLAIN_AMOUNT}$"
 
 
 class ErrorCode(StrEnum):
@@ -50,6 +54,11 @@ class ErrorCode(StrEnum):
 
     REQUIRED = "required"
     USER_ID_FORMAT = "user_id_format"
+    AMOUNT_FORMULA = "formula_not_calculated"
+    AMOUNT_CURRENCY = "amount_currency"
+    AMOUNT_DECIMAL_COMMA = "amount_decimal_comma"
+    AMOUNT_DECIMAL_POINT = "amount_decimal_point"
+    AMOUNT_AMBIGUOUS = "amount_ambiguous"
     AMOUNT_NOT_A_NUMBER = "amount_not_a_number"
     AMOUNT_TOO_MANY_DECIMALS = "amount_too_many_decimals"
     AMOUNT_TOO_SMALL = "amount_too_small"
@@ -81,6 +90,7 @@ class ValidationRules:
     max_message_len: int = 2_000
     max_comment_len: int = 1_000
     max_bonus_key_len: int = 200
+    decimal_comma: bool = False  # amounts written 12,50 / 1 234,50 / 1.234,50 (money.read_amount)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_decimals <= 2:
@@ -102,39 +112,59 @@ def _spread(codes: np.ndarray, values: np.ndarray, missing: Any) -> np.ndarray:
     return out[codes]  # code -1 picks the appended "missing" value
 
 
+# a distinct amount text's problem, as a small integer per row (0: it reads as a number)
+_PROBLEMS = (None, *AmountProblem)
+_KIND = {p: i for i, p in enumerate(_PROBLEMS)}
+
+
 @dataclass
 class _Amounts:
-    is_number: np.ndarray  # bool, per row; missing -> True (reported as REQUIRED instead)
-    decimals_ok: np.ndarray
+    kind: np.ndarray  # int8 per row: _KIND of its problem, 0 when it reads as a number (and when missing)
+    negative: np.ndarray  # bool: the sign written (a beyond-cap amount is too small or too large by it)
+    decimals_ok: np.ndarray  # bool: False only for a number with more significant decimals than allowed
     cents: np.ndarray  # int64; valid where has_cents
     has_cents: np.ndarray
 
+    def problem(self, problem: AmountProblem) -> np.ndarray:
+        return self.kind == _KIND[problem]
 
-def _parse_amounts(distinct: tuple[np.ndarray, np.ndarray], max_decimals: int) -> _Amounts:
+
+def _parse_amounts(distinct: tuple[np.ndarray, np.ndarray], rules: ValidationRules) -> _Amounts:
+    """Each distinct amount text read once, spread to its rows: the usual "12.50" / "$12.5" (`money.PLAIN_AMOUNT`)
+    in Arrow, all at once; any other text by `money.read_amount` (exact digits, bounded)."""
     codes, uniques = distinct
     arr = pyarrow.array(uniques, type=pyarrow.string())
-    is_number = pc.and_(
-        pc.match_substring_regex(arr, _NUMBER), pc.match_substring_regex(arr, r"\d")
-    ).to_numpy(zero_copy_only=False)
-    parts = pc.extract_regex(pc.if_else(is_number, arr, pyarrow.scalar("0")), _NUMBER)
-    ints = pc.struct_field(parts, "i")
-    fracs = pc.fill_null(pc.struct_field(parts, "f"), "")
-    # decimals beyond the allowed ones must all be zero ("1.500" is $1.50)
-    decimals_ok = pc.match_substring_regex(fracs, rf"^\d{{0,{max_decimals}}}0*$").to_numpy(zero_copy_only=False)
-    int_digits = pc.utf8_ltrim(ints, "0")
-    fits = pc.less_equal(pc.utf8_length(int_digits), 12).to_numpy(zero_copy_only=False)
-    int_val = pc.cast(pc.if_else(pc.equal(int_digits, ""), "0", pc.if_else(fits, int_digits, "0")), pyarrow.int64())
-    frac2 = pc.utf8_slice_codeunits(pc.utf8_rpad(fracs, 2, "0"), 0, 2)
-    cents = pc.add(pc.multiply(int_val, 100), pc.cast(frac2, pyarrow.int64())).to_numpy(zero_copy_only=False)
-    negative = pc.starts_with(arr, "-").to_numpy(zero_copy_only=False)
-    cents = np.where(negative, -cents, cents)
-    cents = np.where(fits, cents, np.iinfo(np.int64).max)  # absurdly large: stays "too large"
-    has_cents = is_number & decimals_ok
+    # with a decimal comma, "12,50" is as plain; so is "12.50" (2 digits after a dot never make a thousands group)
+    pattern = _PLAIN.replace(r"\.", "[.,]") if rules.decimal_comma else _PLAIN
+    plain = pc.fill_null(pc.match_substring_regex(arr, pattern), False).to_numpy(zero_copy_only=False).astype(bool)
+    parts = pc.extract_regex(pc.if_else(plain, arr, pyarrow.scalar("0")), pattern)
+    whole = pc.cast(pc.struct_field(parts, "i"), pyarrow.int64())  # at most 10 digits: no overflow
+    fraction = pc.fill_null(pc.struct_field(parts, "f"), "")
+    cents = pc.add(pc.multiply(whole, 100), pc.cast(pc.utf8_rpad(fraction, 2, "0"), pyarrow.int64()))
+    cents = cents.to_numpy(zero_copy_only=False).astype(np.int64)
+    n = len(uniques)
+    kind = np.zeros(n, dtype=np.int8)
+    negative = np.zeros(n, dtype=bool)
+    # decimals beyond the allowed ones must all be zero ("1.50" with max_decimals=1 is $1.5)
+    decimals_ok = pc.match_substring_regex(fraction, rf"^[0-9]{{0,{rules.max_decimals}}}0*$").to_numpy(
+        zero_copy_only=False).astype(bool)
+    has_cents = plain & decimals_ok
+    other = np.flatnonzero(~plain)
+    if len(other):
+        comma, max_decimals = rules.decimal_comma, rules.max_decimals
+        read = [read_amount(t, decimal_comma=comma) for t in uniques[other].tolist()]
+        kind[other] = [_KIND[a.problem] for a in read]
+        negative[other] = [a.negative for a in read]
+        decimals_ok[other] = [a.problem is not None or a.decimals <= max_decimals for a in read]
+        readable = np.array([a.problem is None and a.decimals <= max_decimals for a in read], dtype=bool)
+        has_cents[other] = readable
+        cents[other[readable]] = [a.cents() for a, ok in zip(read, readable) if ok]
     return _Amounts(
-        is_number=_spread(codes, is_number.astype(bool), True),
-        decimals_ok=_spread(codes, decimals_ok.astype(bool), True),
-        cents=_spread(codes, cents.astype(np.int64), 0),
-        has_cents=_spread(codes, has_cents.astype(bool), False),
+        kind=_spread(codes, kind, 0),
+        negative=_spread(codes, negative, False),
+        decimals_ok=_spread(codes, decimals_ok, True),
+        cents=_spread(codes, cents, 0),
+        has_cents=_spread(codes, has_cents, False),
     )
 
 
@@ -174,7 +204,7 @@ class _Context:
 
     def amounts(self) -> _Amounts:
         if "amount" not in self.cache:
-            self.cache["amount"] = _parse_amounts(self.codes("amount"), self.rules.max_decimals)
+            self.cache["amount"] = _parse_amounts(self.codes("amount"), self.rules)
         return self.cache["amount"]
 
     def text_objects(self, column: str) -> tuple[np.ndarray, np.ndarray]:
@@ -238,9 +268,13 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
         def ok(s: pd.Series) -> np.ndarray:
             a = ctx.amounts()
             bad = a.cents < r.min_cents if low else a.cents > r.max_cents
-            return ~(a.has_cents & bad)
+            beyond = a.problem(AmountProblem.BEYOND_CAP) & (a.negative if low else ~a.negative)
+            return ~(a.has_cents & bad) & ~beyond
 
         return ok
+
+    def amount_is_not(problem: AmountProblem) -> Callable[[pd.Series], np.ndarray]:
+        return lambda s: ~ctx.amounts().problem(problem)
 
     def text_checks(column: str, max_len: int) -> list[pa.Check]:
         wm, wm_ok = ctx.without_message()
@@ -274,8 +308,13 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
         "amount": pa.Column(
             nullable=False,
             checks=[
-                _check(ErrorCode.AMOUNT_NOT_A_NUMBER, lambda s: ctx.amounts().is_number),
-                _check(ErrorCode.AMOUNT_TOO_MANY_DECIMALS, lambda s: ~ctx.amounts().is_number | ctx.amounts().decimals_ok),
+                _check(ErrorCode.AMOUNT_FORMULA, amount_is_not(AmountProblem.FORMULA)),
+                _check(ErrorCode.AMOUNT_CURRENCY, amount_is_not(AmountProblem.CURRENCY)),
+                _check(ErrorCode.AMOUNT_DECIMAL_COMMA, amount_is_not(AmountProblem.DECIMAL_COMMA)),
+                _check(ErrorCode.AMOUNT_DECIMAL_POINT, amount_is_not(AmountProblem.DECIMAL_POINT)),
+                _check(ErrorCode.AMOUNT_AMBIGUOUS, amount_is_not(AmountProblem.AMBIGUOUS)),
+                _check(ErrorCode.AMOUNT_NOT_A_NUMBER, amount_is_not(AmountProblem.NOT_A_NUMBER)),
+                _check(ErrorCode.AMOUNT_TOO_MANY_DECIMALS, lambda s: ctx.amounts().decimals_ok),
                 _check(ErrorCode.AMOUNT_TOO_SMALL, amount_range(low=True)),
                 _check(ErrorCode.AMOUNT_TOO_LARGE, amount_range(low=False)),
             ],
@@ -402,6 +441,12 @@ def _errors_frame(work: pd.DataFrame, failures: pd.DataFrame | None, ctx: _Conte
     return out.iloc[order].drop_duplicates(["_pos", "column", "code"]).reset_index(drop=True)
 
 
+def _read_as(text: str, rules: ValidationRules) -> str:
+    """" (read as $1,099.50)" for an amount written with separators or signs, so the reading can be checked."""
+    cents = read_amount(text, decimal_comma=rules.decimal_comma).cents()
+    return "" if cents is None or _PLAIN_AMOUNT.fullmatch(text) else f" (read as {format_usd(cents)})"
+
+
 def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
     """The sentence a finance person reads next to the row."""
     r = ctx.rules
@@ -412,14 +457,30 @@ def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
         return f"{label} is missing"
     if code is ErrorCode.USER_ID_FORMAT:
         return f"user id {shown!r} is not a Toloka user id (32 characters 0-9 and a-f, lower case)"
+    if code is ErrorCode.AMOUNT_FORMULA:
+        return f"amount {shown!r}: formula not calculated: open and save the file in Excel"
+    if code is ErrorCode.AMOUNT_CURRENCY:
+        found = read_amount(v, decimal_comma=r.decimal_comma).detail
+        return f"amount {shown!r} is in {found!r}, not USD: only USD amounts are paid (write it like 12.50 or $12.50)"
+    if code is ErrorCode.AMOUNT_DECIMAL_COMMA:
+        return (f"amount {shown!r} uses a decimal comma: pass --decimal-comma if the sheet's locale writes 12,50 "
+                "for 12.50")
+    if code is ErrorCode.AMOUNT_DECIMAL_POINT:
+        return (f"amount {shown!r} uses a decimal point, but --decimal-comma reads ',' as the decimal mark: run "
+                "without --decimal-comma if the sheet writes 1,234.50")
+    if code is ErrorCode.AMOUNT_AMBIGUOUS:
+        digits = "".join(c for c in v if c.isdigit())
+        mark = "," if r.decimal_comma else "."
+        return (f"amount {shown!r} could be {digits} or {digits[:-3]}{mark}{digits[-3:]}: write {digits} or "
+                f"{digits}{mark}00 (a thousands separator alone is ambiguous)")
     if code is ErrorCode.AMOUNT_NOT_A_NUMBER:
         return f"amount {shown!r} is not a number (write it like 1.50)"
     if code is ErrorCode.AMOUNT_TOO_MANY_DECIMALS:
         return f"amount {shown} has more than {r.max_decimals} decimals"
     if code is ErrorCode.AMOUNT_TOO_SMALL:
-        return f"amount {shown} is below the minimum of {format_usd(r.min_cents)}"
+        return f"amount {shown}{_read_as(v, r)} is below the minimum of {format_usd(r.min_cents)}"
     if code is ErrorCode.AMOUNT_TOO_LARGE:
-        return f"amount {shown} is above the maximum of {format_usd(r.max_cents)}"
+        return f"amount {shown}{_read_as(v, r)} is above the maximum of {format_usd(r.max_cents)}"
     if code is ErrorCode.NOT_A_BOOLEAN:
         return f"without message {shown!r} is not one of true/false/yes/no/1/0"
     if code in (ErrorCode.NOT_A_TEXT_OBJECT, ErrorCode.LANGUAGE_NOT_ALLOWED, ErrorCode.TEXT_TOO_LONG) and column in (

@@ -18,7 +18,7 @@ PIPELINE = Path(__file__).resolve().parents[1] / "pipeline"
 
 CONTRACT = {"contract", "errors", "money", "wire"}
 EDGES = {"config", "ledger", "ledger_pg", "toloka", "target", "logs", "progress", "signals"}
-STAGES = {"ingest", "validate", "keys", "dedupe", "plan", "execute", "report", "guard"}
+STAGES = {"ingest", "validate", "keys", "dedupe", "plan", "execute", "report", "guard", "totals"}
 # A stage's own parts (`ingest_csv` of `ingest`): only that stage imports them, and they import what it may.
 PARTS = {"ingest_csv": "ingest", "ingest_parquet": "ingest", "ingest_xlsx": "ingest"}
 COMPOSERS = {"run", "recover", "audit", "cli", "__main__", "__init__", "status", "html_report", "signoff",

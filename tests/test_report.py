@@ -120,7 +120,7 @@ def test_summary_json_counts_every_status_and_sums_amounts_exactly(tmp_path: Pat
     text = (run_dir / "summary.json").read_text()
     summary = json.loads(text)
     assert list(summary) == sorted(summary) and text.startswith("{\n  ")
-    assert summary["counts"] == {s: (2 if s == "paid" else 0 if s in ("planned", "held_repeat") else 1)
+    assert summary["counts"] == {s: (2 if s == "paid" else 0 if s in ("planned", "held_repeat", "control_total") else 1)
                                  for s in STATUSES}
     assert summary["run_id"] == "20261125T101500Z" and summary["operator"] == "finance-bot"
     assert summary["rows_total"] == 8

@@ -64,11 +64,12 @@ def test_every_row_is_checked_and_valid_rows_stay_valid():
         ("-5", "amount_too_small", None),
         ("150", "amount_too_large", "amount 150 is above the maximum of $100.00"),
         ("100.01", "amount_too_large", None),
-        ("1,50", "amount_not_a_number", None),
+        ("1,50", "amount_decimal_comma",
+         "amount '1,50' uses a decimal comma: pass --decimal-comma if the sheet's locale writes 12,50 for 12.50"),
         ("abc", "amount_not_a_number", None),
         ("$", "amount_not_a_number", None),
         ("1e2", "amount_not_a_number", None),
-        ("99999999999999999999", "amount_too_large", None),
+        ("99999999999999999999", "amount_too_large", "amount 99999999999999999999 is above the maximum of $100.00"),
     ],
 )
 def test_bad_amounts(amount, code, message):
@@ -269,3 +270,66 @@ def test_a_frame_without_optional_columns_is_checked_as_if_they_were_empty():
     assert errors.empty and checked["is_valid"].all()
     _, errors = validate_rows(frame.drop(columns=["amount"]), RULES)
     assert list(zip(errors["column"], errors["code"])) == [("amount", "required")]
+
+
+# --- amounts as finance writes them (money.read_amount) -----------------------------------------------------
+
+COMMA = ValidationRules(decimal_comma=True)
+
+
+def test_a_decimal_comma_is_read_only_with_the_flag():
+    texts = ["12,50", "1\u00a0099,50", "0,50", "1.234,50", "12.50", "$3,00"]
+    checked, errors = check_cells("amount", texts, rules=COMMA)
+    assert checked["amount_cents"].tolist() == [1250, 109950, 50, 123450, 1250, 300]
+    assert codes_per_row(errors, len(texts)) == [[], ["amount_too_large"], [], ["amount_too_large"], [], []]
+    assert "amount 1\u00a0099,50 (read as $1,099.50) is above the maximum of $100.00" in errors["message"].tolist()
+    checked, errors = check_cells("amount", texts)  # without the flag: each comma one is refused, naming it
+    assert codes_per_row(errors, len(texts)) == [["amount_decimal_comma"]] * 4 + [[], ["amount_decimal_comma"]]
+    assert checked["amount_cents"].isna().tolist() == [True] * 4 + [False, True]
+    assert errors["message"].iloc[0] == ("amount '12,50' uses a decimal comma: pass --decimal-comma if the sheet's "
+                                         "locale writes 12,50 for 12.50")
+
+
+def test_a_decimal_point_with_comma_thousands_under_the_flag_names_the_flag():
+    _, errors = check(row(1, amount="1,234.50"), rules=COMMA)
+    assert codes(errors) == ["amount_decimal_point"] and "run without --decimal-comma" in errors["message"][0]
+
+
+def test_a_lone_thousands_separator_is_ambiguous_and_refused():
+    _, errors = check(row(1, amount="1,234"), row(2, amount="1.234", user_id="x" * 32))
+    assert codes(errors, "amount") == ["amount_ambiguous", "amount_too_many_decimals"]
+    assert errors["message"].iloc[0] == ("amount '1,234' could be 1234 or 1.234: write 1234 or 1234.00 (a thousands "
+                                         "separator alone is ambiguous)")
+    _, errors = check(row(1, amount="1.234"), rules=COMMA)
+    assert errors["message"].tolist() == ["amount '1.234' could be 1234 or 1,234: write 1234 or 1234,00 (a thousands "
+                                          "separator alone is ambiguous)"]
+
+
+def test_usd_signs_and_codes_are_accepted_other_currencies_refused_naming_them():
+    texts = ["$12.50", "12.50 USD", "USD 12.50", "US$12.50", "€4.00", "4.00 EUR", "£4", "4 ₽", "RUB 4"]
+    checked, errors = check_cells("amount", texts)
+    assert checked["amount_cents"].tolist()[:4] == [1250] * 4
+    assert codes_per_row(errors, len(texts)) == [[]] * 4 + [["amount_currency"]] * 5
+    assert [m.split(" is in ")[1].split(",")[0] for m in errors["message"]] == [
+        "'€'", "'EUR'", "'£'", "'₽'", "'RUB'"]
+    assert errors["message"].iloc[0] == "amount '€4.00' is in '€', not USD: only USD amounts are paid (write it like " \
+                                        "12.50 or $12.50)"
+
+
+def test_an_uncalculated_formula_has_its_own_code():
+    checked, errors = check(row(1, amount="=SUM(B2:B4)"))
+    assert codes(errors) == ["formula_not_calculated"]
+    assert errors["message"][0] == "amount '=SUM(B2:B4)': formula not calculated: open and save the file in Excel"
+    assert checked["amount_cents"].isna().all()
+
+
+def test_an_amount_beyond_the_cap_is_a_row_error_as_written_and_has_no_cents():
+    checked, errors = check(row(1, amount="99999999999999999999"), row(2, amount="-99999999999999999999"),
+                            row(3, amount="150"), row(4, amount="1.50"))
+    assert list(zip(errors["source_row"], errors["code"], errors["message"])) == [
+        (2, "amount_too_large", "amount 99999999999999999999 is above the maximum of $100.00"),
+        (3, "amount_too_small", "amount -99999999999999999999 is below the minimum of $0.01"),
+        (4, "amount_too_large", "amount 150 is above the maximum of $100.00"),
+    ]
+    # an amount read exactly keeps its cents even when refused (150.00); one beyond the cap has none
+    assert checked["amount_cents"].tolist() == [pd.NA, pd.NA, 15000, 150]
