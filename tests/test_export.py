@@ -87,7 +87,7 @@ def test_csv_export_neutralises_formula_texts_and_keeps_amounts_exact(formula_ru
     assert all(r["source_file"] == "'=cmd.csv" for r in rows)
     assert rows[1]["user_id"] == "'" + HYPERLINK  # the text intact behind one quote
     assert rows[0]["amount"] == "1.00" and rows[1]["amount"] == "2.00" and rows[2]["amount"] == ""
-    assert rows[2]["reason"] == "amount: amount '=1+1' is not a number (write it like 1.50)"
+    assert rows[2]["reason"] == "amount: amount '=1+1': formula not calculated: open and save the file in Excel"
     assert rows[0]["bonus_id"] and rows[0]["reason"] == ""
     for r in rows:
         for name, value in r.items():

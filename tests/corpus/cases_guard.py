@@ -72,7 +72,7 @@ CASES = [
          about="comments that a spreadsheet would take for formulas (=HYPERLINK, +cmd, -1+1, @SUM) are text: paid"),
     Case("guard_formula_cells.csv", 1, paid=((uid(1), "1.00"),),
          statuses={2: "paid", 3: "invalid", 4: "invalid", 5: "invalid", 6: "invalid"},
-         errors=((3, "user_id", "user_id"), (4, "amount", "not a number"), (5, "amount", "not a number"),
+         errors=((3, "user_id", "user_id"), (4, "amount", "formula not calculated"), (5, "amount", "not a number"),
                  (6, "amount", "not a number")),
          about="a formula-like user id or amount is an invalid row, reported with its text (exports neutralise it)"),
 ]
