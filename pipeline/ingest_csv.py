@@ -49,6 +49,13 @@ def read_csv(p: Path, options: SheetOptions) -> SheetColumns:
     name = str(p)
     notices: list[str] = []
     encoding = _declared_or_marked(p, options.encoding)
+    with open(p, "rb") as fh:
+        head = fh.read(_HEAD)
+    if encoding is None and b"\x00" in head:  # valid UTF-8, but no sheet's text holds NUL: UTF-16 without a BOM
+        raise SheetError(f"{name}: the text looks like UTF-16 without a byte-order mark: pass --encoding utf-16-le "
+                         "(or utf-16-be)")
+    if b"\r" in head and b"\n" not in head:
+        raise SheetError(f"{name}: its lines end in CR only (an old Mac export): save it again as CSV UTF-8")
     if encoding is None:  # nothing declared, no byte-order mark: UTF-8 if it is valid UTF-8
         if _head_is_utf8(p):
             try:
@@ -167,12 +174,7 @@ def _non_ascii_lines(p: Path, name: str, enough: int = 64 << 10) -> bytes:
     parts: list[bytes] = []
     size = 0
     with open(p, "rb") as fh:
-        first = True
         while size < enough and (chunk := fh.read(_CHUNK)):
-            if first and b"\x00" in chunk[:_HEAD]:
-                raise SheetError(f"{name}: the text looks like UTF-16 without a byte-order mark: pass --encoding "
-                                 "utf-16-le (or utf-16-be)")
-            first = False
             high = np.flatnonzero(np.frombuffer(chunk, np.uint8) >= 0x80)
             at = 0
             while at < len(high) and size < enough:
@@ -392,7 +394,8 @@ def _physical_lines(path: Path, start: int) -> int:
     return count + (last != b"\n")
 
 
-def _scan(path: Path, start: int, first_row: int, limits: SheetLimits, name: str) -> tuple[np.ndarray, int]:
+def _scan(path: Path, start: int, first_row: int, limits: SheetLimits, name: str, chunk_size: int = _CHUNK
+          ) -> tuple[np.ndarray, int]:
     """(the spreadsheet row number of every non-blank record from `start`, the longest record in bytes), with
     numpy per 16 MB chunk; refuses as soon as the records pass the row limit."""
     found: list[np.ndarray] = []
@@ -400,7 +403,7 @@ def _scan(path: Path, start: int, first_row: int, limits: SheetLimits, name: str
     line_start, last_byte, base = start, _LF, start
     with open(path, "rb") as fh:
         fh.seek(start)
-        while chunk := fh.read(_CHUNK):
+        while chunk := fh.read(chunk_size):
             arr = np.frombuffer(chunk, np.uint8)
             ends, parity = _terminators(arr, parity)
             if len(ends):
