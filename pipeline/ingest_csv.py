@@ -478,12 +478,28 @@ def _parse(path: Path, header: _Header, size: int, longest: int, limits: SheetLi
                 _, longest = _scan(path, header.data_start, header.row + 1, limits, name)
                 block = _block_size(longest)
                 continue
+            if "Expected" in text and "columns, got" in text:
+                raise SheetError(_ragged(path, header, name)) from None
             if "invalid UTF8" in text or "invalid utf8" in text.lower():
                 if encoding.how == "assumed":
                     raise _NotUtf8 from None
                 raise SheetError(f"{name}: the text is not valid {encoding.codec} ({encoding.how}): pass the "
                                  "sheet's encoding with --encoding NAME, e.g. cp1251") from None
             raise
+
+
+def _ragged(path: Path, header: _Header, name: str) -> str:
+    """Where a record has more or fewer cells than the header (pyarrow names the text, not the row): found with the
+    csv module, on this error path only."""
+    with open(path, "rb") as raw:
+        raw.seek(header.data_start)
+        text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+        for row, record in enumerate(csv.reader(text, delimiter=header.delimiter), start=header.row + 1):
+            if record and len(record) != len(header.names):
+                return (f"{name}: cannot read CSV sheet: row {row} has {len(record)} cells but the header (row {header.row}) has "
+                        f"{len(header.names)}: fix that row, or check the delimiter "
+                        f"({DELIMITERS.get(header.delimiter, header.delimiter)}; --delimiter sets it)")
+    return f"{name}: a row has more or fewer cells than the header (row {header.row})"
 
 
 def _block_size(longest: int) -> int:

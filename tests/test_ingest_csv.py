@@ -176,6 +176,12 @@ def test_the_vectorised_scan_numbers_rows_like_the_csv_module(tmp_path_factory, 
     assert rows.tolist() == expected
 
 
+def test_a_row_with_more_or_fewer_cells_than_the_header_is_named(tmp_path):
+    p = write(tmp_path, f'user_id,amount,private_comment\n{U1},1,"a\nb"\n\n{U2},2\n'.encode())
+    with pytest.raises(SheetError, match=r"row 4 has 2 cells but the header \(row 1\) has 3"):
+        read(p)
+
+
 # --- header rows ----------------------------------------------------------------------------------------------
 
 
