@@ -57,11 +57,11 @@ def read_csv(p: Path, options: SheetOptions) -> SheetColumns:
     if b"\r" in head and b"\n" not in head:
         raise SheetError(f"{name}: its lines end in CR only (an old Mac export): save it again as CSV UTF-8")
     if encoding is None:  # nothing declared, no byte-order mark: UTF-8 if it is valid UTF-8
-        if _head_is_utf8(p):
+        if _is_utf8(head, whole=len(head) == p.stat().st_size):
             try:
                 return _read_utf8(p, 0, options, notices, name, _Encoding("utf-8", 0, "assumed"))
             except _NotUtf8:
-                pass  # invalid UTF-8 further down: detect on the whole file and read again
+                notices.clear()  # invalid UTF-8 further down: detect on the whole file and read again
         encoding = _detect(p, name)
     if encoding.how != "assumed" and encoding.codec != "utf-8":
         label = f"{encoding.codec} ({DETECTED[encoding.codec]})" if encoding.codec in DETECTED else encoding.codec
@@ -106,12 +106,10 @@ def _declared_or_marked(p: Path, declared: str | None) -> _Encoding | None:
     return _Encoding(codec, skip, "declared")
 
 
-def _head_is_utf8(p: Path) -> bool:
-    with open(p, "rb") as fh:
-        head = fh.read(_HEAD)
-        final = not fh.read(1)
+def _is_utf8(head: bytes, whole: bool) -> bool:
+    """Whether the file's first bytes are UTF-8 (a character cut at the end of a partial head is fine)."""
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=final)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
     except UnicodeDecodeError:
         return False
     return True
@@ -248,10 +246,9 @@ def _read_utf8(path: Path, offset: int, options: SheetOptions, notices: list[str
 def _header(path: Path, offset: int, options: SheetOptions, notices: list[str], name: str,
             encoding: _Encoding) -> _Header:
     """The header row (declared, row 1, or found below title rows), its delimiter and where the data starts."""
-    wanted = options.header_row or _FIND_HEADER_IN
-    if wanted < 1:
-        raise SheetError(f"{name}: --header-row must be 1 or more, got {wanted}")
-    lines = _first_lines(path, offset, wanted, name, encoding)
+    if options.header_row is not None and options.header_row < 1:
+        raise SheetError(f"{name}: --header-row must be 1 or more, got {options.header_row}")
+    lines = _first_lines(path, offset, (options.header_row or 1) + _FIND_HEADER_IN, name, encoding)
     if not lines:
         raise SheetError(f"{name}: file is empty")
     mapped = frozenset(normalise_header(k) for k in options.mapping)
