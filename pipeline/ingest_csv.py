@@ -230,7 +230,11 @@ def _read_utf8(path: Path, offset: int, options: SheetOptions, notices: list[str
     longest = 0
     if lines > limits.max_rows:  # an upper bound (multi-line cells, blank lines): count exactly
         rows, longest = _scan(path, header.data_start, header.row + 1, limits, name)
-    table = _parse(path, header, size, longest, limits, name, encoding)
+    try:
+        table = _parse(path, header, size, longest, limits, name, encoding)
+    except _Ragged:
+        table, rows = _read_padded(path, header, limits, name, notices)
+        return SheetColumns.of_table(table, rows, notices)
     if rows is None and table.num_rows == lines:  # no blank line, no multi-line cell
         rows = np.arange(header.row + 1, header.row + 1 + lines, dtype=np.int64)
     if rows is None or len(rows) != table.num_rows:
@@ -476,7 +480,7 @@ def _parse(path: Path, header: _Header, size: int, longest: int, limits: SheetLi
                 block = _block_size(longest)
                 continue
             if "Expected" in text and "columns, got" in text:
-                raise SheetError(_ragged(path, header, name)) from None
+                raise _Ragged from None
             if "invalid UTF8" in text or "invalid utf8" in text.lower():
                 if encoding.how == "assumed":
                     raise _NotUtf8 from None
@@ -485,18 +489,50 @@ def _parse(path: Path, header: _Header, size: int, longest: int, limits: SheetLi
             raise
 
 
-def _ragged(path: Path, header: _Header, name: str) -> str:
-    """Where a record has more or fewer cells than the header (pyarrow names the text, not the row): found with the
-    csv module, on this error path only."""
+class _Ragged(Exception):
+    """pyarrow met a record with more or fewer cells than the header."""
+
+
+def _read_padded(path: Path, header: _Header, limits: SheetLimits, name: str, notices: list[str]
+                 ) -> tuple[pa.Table, np.ndarray]:
+    """The records through Python's csv module, short ones padded with empty cells (some Excel versions leave out a
+    row's trailing empty cells); a record with more cells than the header is refused by its row number. Slower
+    than pyarrow, so only after pyarrow refused; built 100k records at a time."""
+    width = len(header.names)
+    columns: list[list[pa.Array]] = [[] for _ in range(width)]
+    rows: list[int] = []
+    short: list[int] = []
+    batch: list[list[str]] = []
+
+    def flush() -> None:
+        for i in range(width):
+            columns[i].append(pa.array([r[i] for r in batch], pa.string()))
+        batch.clear()
+
     with open(path, "rb") as raw:
         raw.seek(header.data_start)
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         for row, record in enumerate(csv.reader(text, delimiter=header.delimiter), start=header.row + 1):
-            if record and len(record) != len(header.names):
-                return (f"{name}: cannot read CSV sheet: row {row} has {len(record)} cells but the header (row {header.row}) has "
-                        f"{len(header.names)}: fix that row, or check the delimiter "
-                        f"({DELIMITERS.get(header.delimiter, header.delimiter)}; --delimiter sets it)")
-    return f"{name}: a row has more or fewer cells than the header (row {header.row})"
+            if not record:
+                continue
+            if len(record) > width:
+                raise SheetError(f"{name}: cannot read CSV sheet: row {row} has {len(record)} cells but the header "
+                                 f"(row {header.row}) has {width}: fix that row, or check the delimiter "
+                                 f"({DELIMITERS.get(header.delimiter, header.delimiter)}; --delimiter sets it)")
+            if len(record) < width:
+                short.append(row)
+                record += [""] * (width - len(record))
+            rows.append(row)
+            if len(rows) > limits.max_rows:
+                _too_many_rows(name, limits)
+            batch.append(record)
+            if len(batch) >= 100_000:
+                flush()
+    flush()
+    shown = ", ".join(map(str, short[:5])) + (f" and {len(short) - 5:,} more" if len(short) > 5 else "")
+    notices.append(f"row(s) {shown} have fewer cells than the header: the missing cells are read as empty")
+    table = pa.table({n: pa.chunked_array(c, pa.string()) for n, c in zip(header.names, columns)})
+    return table, np.array(rows, dtype=np.int64)
 
 
 def _block_size(longest: int) -> int:

@@ -176,10 +176,18 @@ def test_the_vectorised_scan_numbers_rows_like_the_csv_module(tmp_path_factory, 
     assert rows.tolist() == expected
 
 
-def test_a_row_with_more_or_fewer_cells_than_the_header_is_named(tmp_path):
-    p = write(tmp_path, f'user_id,amount,private_comment\n{U1},1,"a\nb"\n\n{U2},2\n'.encode())
-    with pytest.raises(SheetError, match=r"row 4 has 2 cells but the header \(row 1\) has 3"):
+def test_a_row_with_more_cells_than_the_header_is_named(tmp_path):
+    p = write(tmp_path, f'user_id,amount,private_comment\n{U1},1,"a\nb"\n\n{U2},2,x,y\n'.encode())
+    with pytest.raises(SheetError, match=r"row 4 has 4 cells but the header \(row 1\) has 3"):
         read(p)
+
+
+def test_rows_missing_trailing_empty_cells_are_padded_and_reported(tmp_path):
+    """Some Excel versions leave out a row's trailing empty cells: those cells are empty, not a refused sheet."""
+    p = write(tmp_path, f'user_id,amount,private_comment\n{U1},1,"a\nb"\n\n{U2},2\n{U1},3,c\n'.encode())
+    rows, notices = read(p)
+    assert rows == [(2, U1, "1", "a\nb"), (4, U2, "2", None), (5, U1, "3", "c")]
+    assert notices == ["s.csv: row(s) 4 have fewer cells than the header: the missing cells are read as empty"]
 
 
 # --- header rows ----------------------------------------------------------------------------------------------
