@@ -97,7 +97,7 @@ def _declared_or_marked(p: Path, declared: str | None) -> _Encoding | None:
     try:
         codec = codecs.lookup(declared).name
     except LookupError:
-        raise SheetError(f"unknown encoding {declared!r} (e.g. utf-8, utf-16, cp1251, cp1252)") from None
+        raise SheetError(f"{p}: unknown encoding {declared!r} (e.g. utf-8, utf-16, cp1251, cp1252)") from None
     if codec == "utf-8-sig":
         codec = "utf-8"
     if codec == "utf-16":  # the byte-order mark says which; Excel writes one, without it little-endian
@@ -116,11 +116,12 @@ def _is_utf8(head: bytes, whole: bool) -> bool:
 
 
 def _detect(p: Path, name: str) -> _Encoding:
-    """cp1251 or cp1252, judged by charset-normalizer on the lines that hold non-ASCII bytes; refused when both
-    read as plausible text that differs."""
+    """cp1251 or cp1252, judged on the lines that hold non-ASCII bytes: by how their words read in each (short
+    comments fool charset-normalizer: it took "5 €" for cp1251 "5 Ђ"), else by charset-normalizer on enough text;
+    refused when both read as plausible text that differs."""
     from charset_normalizer import from_bytes  # imported only for a sheet that is not UTF-8
 
-    sample = _non_ascii_lines(p, name)
+    sample = _non_ascii_lines(p)
     texts = {}
     for codec in DETECTED:
         try:
@@ -167,7 +168,7 @@ def _natural_words(text: str, codec: str) -> int:
     return score
 
 
-def _non_ascii_lines(p: Path, name: str, enough: int = 64 << 10) -> bytes:
+def _non_ascii_lines(p: Path, enough: int = 64 << 10) -> bytes:
     """Up to `enough` bytes of the file's lines that hold non-ASCII bytes (what tells encodings apart)."""
     parts: list[bytes] = []
     size = 0
@@ -252,7 +253,7 @@ def _header(path: Path, offset: int, options: SheetOptions, notices: list[str], 
     """The header row (declared, row 1, or found below title rows), its delimiter and where the data starts."""
     if options.header_row is not None and options.header_row < 1:
         raise SheetError(f"{name}: --header-row must be 1 or more, got {options.header_row}")
-    lines = _first_lines(path, offset, (options.header_row or 1) + _FIND_HEADER_IN, name, encoding)
+    lines = _first_lines(path, offset, options.header_row or 1, _FIND_HEADER_IN, name, encoding)
     if not lines:
         raise SheetError(f"{name}: file is empty")
     mapped = frozenset(normalise_header(k) for k in options.mapping)
@@ -281,10 +282,13 @@ def _header(path: Path, offset: int, options: SheetOptions, notices: list[str], 
     return _Header(names, delimiter, at, offset + end)
 
 
-def _first_lines(path: Path, offset: int, count: int, name: str, encoding: _Encoding) -> list[tuple[str, int]]:
-    """The first `count` logical lines (a quoted cell may span physical lines) as text, each with the byte
-    offset (from `offset`) just past its line end."""
+def _first_lines(path: Path, offset: int, needed: int, more: int, name: str, encoding: _Encoding
+                 ) -> list[tuple[str, int]]:
+    """The first `needed` logical lines (a quoted cell may span physical lines) and up to `more` after them, as
+    text, each with the byte offset (from `offset`) just past its line end. The lines after the header only help
+    to sniff the delimiter and find a header below title rows, so a huge cell among them stops the reading."""
     size = path.stat().st_size - offset
+    count = needed + more
     want = _HEAD
     while True:
         with open(path, "rb") as fh:
@@ -292,9 +296,9 @@ def _first_lines(path: Path, offset: int, count: int, name: str, encoding: _Enco
             head = fh.read(want)
         ends, _ = _terminators(np.frombuffer(head, np.uint8), 0)
         whole = len(head) >= size
-        if len(ends) >= count or whole:
+        if len(ends) >= count or whole or (len(ends) >= needed and want >= 8 * _HEAD):
             break
-        if want >= 64 << 20:
+        if want >= 64 * _HEAD:
             raise SheetError(f"{name}: no line end in the first {want >> 20} MB: is this a CSV file?")
         want *= 8
     bounds = [int(e) + 1 for e in ends[:count]]
