@@ -63,9 +63,10 @@ def read_csv(p: Path, options: SheetOptions) -> SheetColumns:
             except _NotUtf8:
                 notices.clear()  # invalid UTF-8 further down: detect on the whole file and read again
         encoding = _detect(p, name)
-    if encoding.how != "assumed" and encoding.codec != "utf-8":
+    if encoding.how != "assumed" and (encoding.codec != "utf-8" or "declared" in encoding.how):
         label = f"{encoding.codec} ({DETECTED[encoding.codec]})" if encoding.codec in DETECTED else encoding.codec
-        notices.append(f"text encoding {label}, {encoding.how} (--encoding sets it)")
+        hint = "" if "declared" in encoding.how else " (--encoding sets it)"
+        notices.append(f"text encoding {label}, {encoding.how}{hint}")
     if encoding.codec == "utf-8":
         return _read_utf8(p, encoding.skip, options, notices, name, encoding)
     with tempfile.TemporaryDirectory(prefix="payout-csv-") as tmp:
@@ -102,8 +103,9 @@ def _declared_or_marked(p: Path, declared: str | None) -> _Encoding | None:
         codec = "utf-8"
     if codec == "utf-16":  # the byte-order mark says which; Excel writes one, without it little-endian
         codec = marked[0] if marked and marked[0].startswith("utf-16") else "utf-16-le"
-    skip = marked[1] if marked and marked[0] == codec else 0
-    return _Encoding(codec, skip, "declared")
+    if marked and marked[0] != codec:  # a config's default encoding, and a file saved with a BOM: the BOM is sure
+        return _Encoding(marked[0], marked[1], f"from its byte-order mark, not the declared {codec}")
+    return _Encoding(codec, marked[1] if marked else 0, "declared")
 
 
 def _is_utf8(head: bytes, whole: bool) -> bool:

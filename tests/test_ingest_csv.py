@@ -80,6 +80,14 @@ def test_byte_order_marks_decide(tmp_path, codec):
     assert any(codec in n for n in notices) == (codec != "utf-8")
 
 
+def test_a_byte_order_mark_wins_over_a_declared_single_byte_encoding(tmp_path):
+    """A config's `encoding = "cp1251"` for a team, and one file saved as Excel's "CSV UTF-8"."""
+    p = write(tmp_path, "\ufeffuser_id,amount,private_comment\nabc,1,Премия\n".encode("utf-8"))
+    rows, notices = read(p, encoding="cp1251")
+    assert rows == [(2, "abc", "1", "Премия")]
+    assert notices == ["s.csv: text encoding utf-8, from its byte-order mark, not the declared cp1251"]
+
+
 def test_cr_only_line_ends_are_refused_in_words(tmp_path):
     p = write(tmp_path, f"user_id,amount\r{U1},1\r\r{U2},2\r".encode())
     with pytest.raises(SheetError, match="CR only"):
