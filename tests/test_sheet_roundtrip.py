@@ -109,6 +109,8 @@ def check(table: pa.Table, expected: dict[int, str]) -> None:
     assert len(set(got)) == len(got), "a row is reported twice"
     for row, user in zip(got, table.column("user_id").to_pylist()):
         assert user == expected[row].strip(), f"row {row} holds {user!r}, the sheet wrote {expected[row]!r} there"
+    # a fresh data folder and a dry run: every row is planned, or refused with its reason
+    assert set(table.column("status").to_pylist()) <= {"planned", "invalid", "duplicate"}
 
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
