@@ -27,7 +27,8 @@ def _rows(*data: tuple[int, str, str]) -> list[list[str]]:
 
 
 def _russian_excel(path: Path) -> None:
-    """Russian Excel's "CSV (разделители — точка с запятой)": cp1251, `;`, CRLF; amounts typed as text with dots."""
+    """Russian Excel's "CSV (разделители — запятые)": cp1251, and `;` (a Russian locale's list separator), CRLF;
+    amounts typed as text with dots."""
     rows = _rows((1, "1.50", "Премия за неделю 48"), (2, "2.25", "Доплата; качество"))
     rows[1][3] = '{"EN": "Thanks", "RU": "Спасибо"}'
     path.write_bytes(_text(rows, ";").encode("cp1251"))
