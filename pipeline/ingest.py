@@ -4,10 +4,11 @@ Every cell is kept as text: "001" stays "001", "NA" stays "NA", an amount stays 
 become None. Each row keeps where it came from (`source_file`, `source_row`), so every later message
 can point a finance person at the exact line of their sheet.
 
-`source_row` is the record number as a spreadsheet shows it: the header is row 1, the first data record
-row 2. A quoted CSV cell spanning several lines still counts as one record, and blank lines are not
-counted (spreadsheet programs drop them on import too). Rows whose cells are all empty (trailing
-",,,," lines of an Excel export) are dropped, without renumbering the others.
+`source_row` is the row number a spreadsheet shows: the header is row 1 (or the row `--header-row` names, or
+the one found below title rows), the first data record the row after it. A quoted CSV cell spanning several
+lines is one row; a blank CSV line is a row of its own (LibreOffice and Excel show it as an empty row), so the
+records around it keep the numbers the spreadsheet shows. Rows whose cells are all empty (trailing ",,,," lines
+of an Excel export, blank lines) are dropped, without renumbering the others.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from pathlib import Path
 
@@ -9,27 +10,73 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.contract import SheetColumns, SheetOptions, one_line
+from pipeline.contract import TEXT_COLUMNS, SheetColumns, SheetOptions, normalise_header, one_line
 from pipeline.errors import SheetError
 
 
 def read_parquet(p: Path, options: SheetOptions) -> SheetColumns:
     """The Parquet sheet's columns as text, each read when it is taken: reading the whole table at once would
-    hold every decoded column (and the decoder's buffers) together, ~1 GiB for 1M finance rows."""
+    hold every decoded column (and the decoder's buffers) together, ~1 GiB for 1M finance rows.
+
+    A column whose values have no text form (struct, list, map) is left out with a notice when we do not use it;
+    when it is one we need (user_id, amount, ...) the sheet is refused naming it. Rows and columns are checked
+    against the limits from the file's metadata, before any value is read."""
     name = str(p)
     pf = pq.ParquetFile(p)
-    names = [str(n) for n in pf.schema_arrow.names]
+    schema = pf.schema_arrow
     meta = pf.metadata
-    sizes = [sum(meta.row_group(g).column(i).total_uncompressed_size for g in range(meta.num_row_groups))
-             for i in range(len(names))] if len(names) == meta.num_columns else [0] * len(names)
+    limits = options.limits
+    if len(schema.names) > limits.max_columns:
+        raise SheetError(f"{name}: the sheet has {len(schema.names):,} columns, over the limit of "
+                         f"{limits.max_columns:,} (raise it with --max-columns if the sheet is genuine)")
+    if meta.num_rows > limits.max_rows:
+        raise SheetError(f"{name}: the sheet has {meta.num_rows:,} rows, over the limit of {limits.max_rows:,} "
+                         "(raise it with --max-rows if the sheet is genuine)")
+    sizes_by_root: dict[str, int] = {}
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(meta.num_columns):
+            leaf = group.column(c)
+            root = leaf.path_in_schema.split(".")[0]
+            sizes_by_root[root] = sizes_by_root.get(root, 0) + leaf.total_uncompressed_size
+    mapped = frozenset(normalise_header(k) for k in options.mapping)
+    names: list[str] = []
+    notices: list[str] = []
+    for f in schema:
+        if _has_text(f.type):
+            names.append(f.name)
+        elif _needed(f.name, mapped):
+            raise SheetError(f"{name}: column {f.name!r} holds {f.type} values, which have no text form; it is "
+                             "needed, so write it as text or numbers")
+        else:
+            notices.append(f"column {f.name!r} ({f.type}) left out: its values have no text form")
+    sizes = [sizes_by_root.get(n, 0) for n in names]
 
     def read(i: int) -> pa.ChunkedArray:
         try:
             return arrow_to_text(pf.read(columns=[names[i]]).column(0))
         except Exception as exc:
-            raise SheetError(f"{name}: cannot read PARQUET sheet: {one_line(exc)}") from exc
+            raise SheetError(f"{name}: cannot read column {names[i]!r}: {one_line(exc)}") from exc
 
-    return SheetColumns(names, meta.num_rows, sizes, read)
+    return SheetColumns(names, meta.num_rows, sizes, read, notices=notices)
+
+
+def _has_text(t: pa.DataType) -> bool:
+    """Whether pyarrow can turn values of this type into text (nested types cannot)."""
+    if pa.types.is_dictionary(t):
+        return _has_text(t.value_type)
+    if pa.types.is_nested(t):
+        return False
+    try:
+        pa.array([], t).cast(pa.string())
+    except (pa.ArrowNotImplementedError, pa.ArrowInvalid, TypeError):
+        return False
+    return True
+
+
+def _needed(column: str, mapped: frozenset[str]) -> bool:
+    n = normalise_header(column)
+    return n in TEXT_COLUMNS or n in mapped or bool(re.match(r"^(public_title|public_message)_[a-z0-9]+$", n))
 
 
 def arrow_to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:
