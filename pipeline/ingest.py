@@ -148,7 +148,7 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
         if m:
             localised[m.group(1)][m.group(2).upper()] = i
         elif n not in TEXT_COLUMNS:
-            _carry(sheet, i, name, carried)
+            _carry(sheet, i, carried)
     if carried:
         headers = [c.removeprefix(CARRIED_PREFIX) for c in carried]
         log.warning("sheet_unknown_columns", sheet=name, columns=headers)
@@ -227,19 +227,14 @@ def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: She
             "\"sheet header\" = \"column\" in a config")
 
 
-def _carry(sheet: SheetColumns, i: int, name: str, carried: dict[str, pa.ChunkedArray]) -> None:
+def _carry(sheet: SheetColumns, i: int, carried: dict[str, pa.ChunkedArray]) -> None:
     """Column `i`, one payout does not read, as trimmed text into `carried` under `sheet:<header>`. A blank-headed
-    column with no value is an export's empty edge, not a column; one that cannot be read as text (a nested
-    Parquet column) is left out, with a notice, never a reason to refuse the sheet."""
+    column with no value is an export's empty edge, not a column. (A column with no text form, a nested Parquet
+    one, never gets here: its reader leaves it out with a notice.)"""
     raw = sheet.names[i]
     unnamed = _UNNAMED.fullmatch(raw)
     header = f"column {_letters(int(unnamed.group(1) or unnamed.group(2)))}" if unnamed else raw.strip()
-    try:
-        col = _trimmed(sheet.take(i).cast(pa.string()))
-    except Exception as exc:  # any column we need would have refused the sheet already; this one is extra
-        log.warning("sheet_column_not_carried", sheet=name, column=raw, error=one_line(exc))
-        sheet.notices.append(f"column {header!r} not carried into the report: cannot be read as text")
-        return
+    col = _trimmed(sheet.take(i))
     if unnamed and col.null_count == len(col):
         return
     carried[CARRIED_PREFIX + header] = col
