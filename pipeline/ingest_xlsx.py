@@ -20,9 +20,10 @@ import datetime as dt
 import posixpath
 import re
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 from xml.etree import ElementTree
 from xml.sax.saxutils import unescape
 
@@ -94,7 +95,7 @@ def read_xlsx(p: Path, options: SheetOptions) -> SheetColumns:
         grid = wb.get_sheet_by_name(chosen)
         start = grid.start
         first_col = start[1] + 1 if start else 1  # 1-based column of grid cell 0
-        rows: list[list[object]] = [list(r) for r in grid.iter_rows()]  # row i is the spreadsheet's row i + 1
+        rows = cast(list[list[object]], list(grid.iter_rows()))  # row i is the spreadsheet's row i + 1
         del grid
     return _columns(p, rows, first_col, scans[chosen], options, notices)
 
@@ -338,7 +339,7 @@ def _columns(p: Path, rows: list[list[object]], first_col: int, scan: _Scan, opt
     if header_at > 0:
         notices.append(f"header found on row {header_at + 1}" if options.header_row is None
                        else f"header read from row {header_at + 1} (--header-row)")
-    width = max((len(r) for r in rows), default=0)
+    width = max(map(len, rows), default=0)
     header = rows[header_at] + [""] * (width - len(rows[header_at]))
     names = _header_names(header, first_col)
     amount = [_means(n, "amount", options.mapping) for n in names]
@@ -346,8 +347,10 @@ def _columns(p: Path, rows: list[list[object]], first_col: int, scan: _Scan, opt
     del rows
     first_row = header_at + 2  # the spreadsheet's number of body[0]
     columns = []
-    for j in range(width):
-        values = [r[j] if j < len(r) else "" for r in body]
+    for r in body:
+        if len(r) < width:  # calamine gives every row the sheet's width; padded if not
+            r.extend([""] * (width - len(r)))
+    for j, values in enumerate(zip(*body) if body else [()] * width):
         texts = _texts(values, amount[j])
         for (row, col), text in scan.texts.items():
             if col == first_col + j and row >= first_row and row - first_row < len(texts):
@@ -407,15 +410,27 @@ def _header_names(header: list[object], first_col: int) -> list[str]:
     return names
 
 
-def _texts(values: list[object], amount: bool) -> list[str | None]:
+def _texts(values: Sequence[object], amount: bool) -> list[str | None]:
+    """A column's cell texts ("" stays "": ingest makes every empty text None). A column of text only is taken as
+    it is; in others each distinct non-text value is converted once (amounts and dates repeat)."""
+    if set(map(type, values)) <= {str}:
+        return list(values)  # type: ignore[arg-type]
+    memo: dict[tuple[type, object], str | None] = {}
     out: list[str | None] = []
     append = out.append
     for v in values:
         if type(v) is str:
-            append(v or None)
-        else:
-            append(_cell_text(v, amount))
+            append(v)
+            continue
+        key = (type(v), v)  # 1, 1.0 and True are equal keys without their type
+        text = memo.get(key, _UNSEEN)
+        if text is _UNSEEN:
+            text = memo[key] = _cell_text(v, amount)
+        append(text)
     return out
+
+
+_UNSEEN = "\x00unseen"
 
 
 def _cell_text(v: object, amount: bool) -> str | None:
