@@ -17,6 +17,7 @@ columns are never rounded: a numeric user id or comment reads as it is stored.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import posixpath
 import re
 import zipfile
@@ -39,6 +40,7 @@ _MAX_CARRY = 64 << 20  # one row's XML may not exceed this (a row of 16,384 long
 _MAX_RATIO = 1000  # deflate cannot honestly exceed ~1032:1; a spreadsheet's XML stays far below
 _HEADER_SEARCH_ROWS = 100  # title rows above the header are looked through this far
 _LISTED = 10  # hidden rows/columns named in a notice
+_BLOCK_ROWS = 20_000  # rows converted to Arrow at a time
 
 _NS = r"(?:[A-Za-z_][\w.-]*:)?"  # an optional namespace prefix (<x:row>)
 _DIMENSION = re.compile(rf"<{_NS}dimension\b[^>]*?\bref=\"([^\"]*)\"".encode())
@@ -93,11 +95,11 @@ def read_xlsx(p: Path, options: SheetOptions) -> SheetColumns:
                        f"{'is' if len(empty) == 1 else 'are'} empty)")
     with CalamineWorkbook.from_path(str(p)) as wb:
         grid = wb.get_sheet_by_name(chosen)
-        start = grid.start
+        start, end = grid.start, grid.end
         first_col = start[1] + 1 if start else 1  # 1-based column of grid cell 0
-        rows = cast(list[list[object]], list(grid.iter_rows()))  # row i is the spreadsheet's row i + 1
-        del grid
-    return _columns(p, rows, first_col, scans[chosen], options, notices)
+        n_rows = end[0] + 1 if end else 0
+        rows = cast(Iterator[list[object]], grid.iter_rows())  # row i is the spreadsheet's row i + 1
+        return _columns(p, rows, n_rows, first_col, scans[chosen], options, notices)
 
 
 # --- pass 1: the zip and the sheet XML ------------------------------------------------------------
@@ -118,9 +120,9 @@ def _check_zip(p: Path, zf: zipfile.ZipFile, limits: SheetLimits) -> None:
 
 def _worksheets(zf: zipfile.ZipFile) -> dict[str, str]:
     """Worksheet name -> its XML member, in the workbook's order (chart sheets left out)."""
-    book = ElementTree.fromstring(zf.read("xl/workbook.xml"))
+    book = ElementTree.fromstring(_small(zf, "xl/workbook.xml"))
     rels_name = "xl/_rels/workbook.xml.rels"
-    rels = ElementTree.fromstring(zf.read(rels_name)) if rels_name in zf.namelist() else None
+    rels = ElementTree.fromstring(_small(zf, rels_name)) if rels_name in zf.namelist() else None
     targets: dict[str, str] = {}
     for rel in rels if rels is not None else ():
         if rel.get("Type", "").endswith("/worksheet"):
@@ -135,6 +137,13 @@ def _worksheets(zf: zipfile.ZipFile) -> dict[str, str]:
         if rid in targets and targets[rid] in zf.namelist():
             out[sheet.get("name", "")] = targets[rid]
     return out
+
+
+def _small(zf: zipfile.ZipFile, member: str) -> bytes:
+    """A part that lists sheets, read whole: a few KB in any real workbook."""
+    if zf.getinfo(member).file_size > _MAX_CARRY:
+        raise SheetError(f"{member} is over {_MAX_CARRY >> 20} MB: not a workbook a spreadsheet writes")
+    return zf.read(member)
 
 
 def _named(p: Path, sheets: Mapping[str, str], wanted: str) -> str:
@@ -333,33 +342,47 @@ def _col_letters(n: int) -> str:
 # --- pass 2: the chosen sheet's values as columns ------------------------------------------------
 
 
-def _columns(p: Path, rows: list[list[object]], first_col: int, scan: _Scan, options: SheetOptions,
-             notices: list[str]) -> SheetColumns:
-    header_at = _header_index(p, rows, options)  # 0-based
+def _columns(p: Path, rows: Iterator[list[object]], n_rows: int, first_col: int, scan: _Scan,
+             options: SheetOptions, notices: list[str]) -> SheetColumns:
+    """The table below the header, converted to Arrow a block of rows at a time: a sheet's cells never all live
+    as Python objects at once (100k rows of JSON titles would be ~150 MB of str)."""
+    wanted = _HEADER_SEARCH_ROWS if options.header_row is None else options.header_row
+    head = list(itertools.islice(rows, wanted))
+    header_at = _header_index(p, head, n_rows, options)  # 0-based
     if header_at > 0:
         notices.append(f"header found on row {header_at + 1}" if options.header_row is None
                        else f"header read from row {header_at + 1} (--header-row)")
-    width = max(map(len, rows), default=0)
-    header = rows[header_at] + [""] * (width - len(rows[header_at]))
+    width = max(map(len, head), default=0)
+    header = head[header_at] + [""] * (width - len(head[header_at]))
     names = _header_names(header, first_col)
     amount = [_means(n, "amount", options.mapping) for n in names]
-    body = rows[header_at + 1:]
-    del rows
-    first_row = header_at + 2  # the spreadsheet's number of body[0]
-    columns = []
-    for r in body:
-        if len(r) < width:  # calamine gives every row the sheet's width; padded if not
-            r.extend([""] * (width - len(r)))
-    for j, values in enumerate(zip(*body) if body else [()] * width):
-        texts = _texts(values, amount[j])
-        for (row, col), text in scan.texts.items():
-            if col == first_col + j and row >= first_row and row - first_row < len(texts):
-                texts[row - first_row] = text
-        columns.append(pa.array(texts, type=pa.string()))
-    numbers = np.arange(first_row, first_row + len(body), dtype=np.int64)
-    notices.extend(_hidden_notice(scan, body, first_row, first_col, width))
-    return SheetColumns.of_table(pa.table(columns, names=names) if columns else pa.table({}), rows=numbers,
-                                 notices=notices)
+    first_row = header_at + 2  # the spreadsheet's number of the first row below the header
+    texts_at: dict[int, list[tuple[int, str]]] = {}  # column index -> (row, text) calamine cannot give
+    for (row, col), text in scan.texts.items():
+        if row >= first_row and 0 <= col - first_col < width:
+            texts_at.setdefault(col - first_col, []).append((row, text))
+    hidden = {r for r in scan.hidden_rows if r >= first_row}
+    hidden_read: list[int] = []
+    chunks: list[list[pa.Array]] = [[] for _ in range(width)]
+    at = first_row
+    body = itertools.chain(head[header_at + 1:], rows)
+    del head
+    while block := list(itertools.islice(body, _BLOCK_ROWS)):
+        for r in block:
+            if len(r) < width:  # calamine gives every row the sheet's width; padded if not
+                r.extend([""] * (width - len(r)))
+        for j, values in enumerate(zip(*block)):
+            texts = _texts(values, amount[j])
+            for row, text in texts_at.get(j, ()):
+                if at <= row < at + len(block):
+                    texts[row - at] = text
+            chunks[j].append(pa.array(texts, type=pa.string()))
+        hidden_read += [r for r in sorted(hidden) if at <= r < at + len(block) and any(c != "" for c in block[r - at])]
+        at += len(block)
+    numbers = np.arange(first_row, at, dtype=np.int64)
+    notices.extend(_hidden_notice(scan, hidden_read, first_col, width))
+    table = pa.table([pa.chunked_array(c, type=pa.string()) for c in chunks], names=names) if width else pa.table({})
+    return SheetColumns.of_table(table, rows=numbers, notices=notices)
 
 
 def _means(header: object, column: str, mapping: Mapping[str, str]) -> bool:
@@ -374,14 +397,16 @@ def _means(header: object, column: str, mapping: Mapping[str, str]) -> bool:
                for k, v in mapping.items())
 
 
-def _header_index(p: Path, rows: list[list[object]], options: SheetOptions) -> int:
+def _header_index(p: Path, rows: list[list[object]], n_rows: int, options: SheetOptions) -> int:
+    """The header's index in `rows` (the sheet's first rows): --header-row, or the first row naming the required
+    columns."""
     if options.header_row is not None:
-        if not 1 <= options.header_row <= len(rows):
+        if not 1 <= options.header_row <= n_rows:
             raise SheetError(f"{p}: --header-row {options.header_row} is outside the sheet (its rows are 1 to "
-                             f"{len(rows)})")
+                             f"{n_rows})")
         return options.header_row - 1
     first = None
-    for i, r in enumerate(rows[:_HEADER_SEARCH_ROWS]):
+    for i, r in enumerate(rows):
         cells = [c for c in r if isinstance(c, str) and c.strip()]
         if not cells and not any(c != "" for c in r):
             continue
@@ -459,10 +484,8 @@ def _cell_text(v: object, amount: bool) -> str | None:
     return str(v)
 
 
-def _hidden_notice(scan: _Scan, body: list[list[object]], first_row: int, first_col: int, width: int) -> list[str]:
+def _hidden_notice(scan: _Scan, rows: list[int], first_col: int, width: int) -> list[str]:
     """Hidden rows holding data and hidden columns of the table: read and paid like the others, so said."""
-    rows = sorted({r for r in scan.hidden_rows if 0 <= r - first_row < len(body)
-                   and any(c != "" for c in body[r - first_row])})
     last_col = first_col + width - 1
     cols = sorted({c for lo, hi in scan.hidden_cols for c in range(max(lo, first_col), min(hi, last_col) + 1)})
     parts = []
