@@ -73,7 +73,7 @@ def read_xlsx(p: Path, options: SheetOptions) -> SheetColumns:
     limits = options.limits
     with zipfile.ZipFile(p) as zf:
         _check_zip(p, zf, limits)
-        sheets = _worksheets(zf)
+        sheets, hidden = _worksheets(zf)
         if not sheets:
             raise SheetError(f"{p}: the workbook has no worksheet")
         if options.sheet is not None:
@@ -83,7 +83,9 @@ def read_xlsx(p: Path, options: SheetOptions) -> SheetColumns:
             scans = {name: _scan(p, zf, member, name, limits) for name, member in sheets.items()}
             with_data = [n for n, s in scans.items() if s.has_values]
             if len(with_data) > 1:
-                raise SheetError(f"{p}: {len(with_data)} sheets hold data ({_names(with_data)}): choose the one to "
+                shown = _names(with_data) + (f"; hidden: {_names([n for n in with_data if n in hidden])}"
+                                             if any(n in hidden for n in with_data) else "")
+                raise SheetError(f"{p}: {len(with_data)} sheets hold data ({shown}): choose the one to "
                                  f"pay with --sheet NAME")
             if not with_data:
                 raise SheetError(f"{p}: no sheet holds data ({_names(list(sheets))})")
@@ -118,8 +120,8 @@ def _check_zip(p: Path, zf: zipfile.ZipFile, limits: SheetLimits) -> None:
                          "(raise it with --max-xlsx-unzipped-mb if the sheet is genuine)")
 
 
-def _worksheets(zf: zipfile.ZipFile) -> dict[str, str]:
-    """Worksheet name -> its XML member, in the workbook's order (chart sheets left out)."""
+def _worksheets(zf: zipfile.ZipFile) -> tuple[dict[str, str], set[str]]:
+    """Worksheet name -> its XML member, in the workbook's order (chart sheets left out); the hidden ones."""
     book = ElementTree.fromstring(_small(zf, "xl/workbook.xml"))
     rels_name = "xl/_rels/workbook.xml.rels"
     rels = ElementTree.fromstring(_small(zf, rels_name)) if rels_name in zf.namelist() else None
@@ -130,19 +132,22 @@ def _worksheets(zf: zipfile.ZipFile) -> dict[str, str]:
             member = target.lstrip("/") if target.startswith("/") else posixpath.normpath(f"xl/{target}")
             targets[rel.get("Id", "")] = member
     out: dict[str, str] = {}
+    hidden: set[str] = set()
     for sheet in book.iter():
         if sheet.tag.rsplit("}", 1)[-1] != "sheet":
             continue
         rid = next((v for k, v in sheet.attrib.items() if k.rsplit("}", 1)[-1] == "id"), "")
         if rid in targets and targets[rid] in zf.namelist():
             out[sheet.get("name", "")] = targets[rid]
-    return out
+            if sheet.get("state") in ("hidden", "veryHidden"):
+                hidden.add(sheet.get("name", ""))
+    return out, hidden
 
 
 def _small(zf: zipfile.ZipFile, member: str) -> bytes:
     """A part that lists sheets, read whole: a few KB in any real workbook."""
     if zf.getinfo(member).file_size > _MAX_CARRY:
-        raise SheetError(f"{member} is over {_MAX_CARRY >> 20} MB: not a workbook a spreadsheet writes")
+        raise ValueError(f"{member} is over {_MAX_CARRY >> 20} MB: not a workbook a spreadsheet writes")
     return zf.read(member)
 
 

@@ -179,3 +179,20 @@ def test_a_sheet_made_by_openpyxl_with_the_bomb_cell_is_refused(tmp_path: Path) 
         assert b"XFD1048576" in z.read("xl/worksheets/sheet1.xml")
     with pytest.raises(SheetError, match="--max-xlsx-cells"):
         _read(p)
+
+
+def test_a_hidden_sheet_with_data_counts_and_is_named_hidden(tmp_path: Path) -> None:
+    import xlsxwriter
+
+    p = tmp_path / "hidden_sheet.xlsx"
+    wb = xlsxwriter.Workbook(str(p))
+    for name in ("Pay", "Old"):
+        ws = wb.add_worksheet(name)
+        ws.write_row(0, 0, HEADER)
+        ws.write_row(1, 0, [uid(1), 1])
+        if name == "Old":
+            ws.hide()
+    wb.close()
+    with pytest.raises(SheetError, match=r"2 sheets hold data \('Pay', 'Old'; hidden: 'Old'\)"):
+        _read(p)
+    assert _read(p, sheet="Pay")[0][0]["user_id"] == uid(1)
