@@ -124,16 +124,20 @@ def test_parquet_numbers_become_exact_text(tmp_path):
     assert read_sheets([p])["amount"].tolist() == ["0.1"]
 
 
-def test_excel_first_sheet(tmp_path):
+def test_excel_sheet_named_with_sheet_option(tmp_path):
+    from pipeline.contract import SheetOptions
+
     p = tmp_path / "a.xlsx"
     with pd.ExcelWriter(p, engine="openpyxl") as xw:
         pd.DataFrame({"User ID": [uid(1), "001"], "Amount": [1.5, 2], "Public Title EN": ["Hi", None]}).to_excel(
             xw, index=False, sheet_name="payouts"
         )
         pd.DataFrame({"x": [1]}).to_excel(xw, index=False, sheet_name="other")
-    frame = read_sheets([p])
+    with pytest.raises(SheetError, match="2 sheets hold data .* --sheet NAME"):  # by design (issue 9)
+        read_sheets([p])
+    frame = read_sheets([p], SheetOptions(sheet="payouts"))
     assert frame["user_id"].tolist() == [uid(1), "001"]
-    assert frame["amount"].tolist() == ["1.5", "2"]
+    assert frame["amount"].tolist() == ["1.50", "2"]  # a number within 1e-9 of a cent: 2 decimals (issue 9)
     assert frame["public_title"].tolist() == ['{"EN":"Hi"}', None]
     assert frame["source_row"].tolist() == [2, 3]
 

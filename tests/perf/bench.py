@@ -1,6 +1,6 @@
 """Benchmarks of issue 11: P1 offline dry run vs the floor, P2 end to end vs two toloka-kit scripts, P3 the sandbox.
 
-    python tests/perf/bench.py [--sizes 10000,100000,1000000] [--skip-p1] [--skip-p2] [--skip-p3]
+    python tests/perf/bench.py [--sizes 10000,100000,1000000] [--xlsx-sizes 100000] [--skip-p1] [--skip-p2] [--skip-p3]
                                [--repeats 5] [--repeats-1m 3] [--p2-repeats 3] [--out tests/perf/results/bench.json]
 
 Sheets are shaped like finance's (make_sheet.py, shape `finance`: ~1 % invalid amounts, ~1 % exact duplicate
@@ -10,6 +10,10 @@ They are generated once into `--sheets` (default tests/perf/data/<hash of make_s
 P1: `payout run SHEET --dry-run` in a fresh child, against the floor `pandas.read_csv(engine="pyarrow")` (or
 `read_parquet`) + `to_parquet` of the same file in a fresh child; the two alternate, median wall of each, the
 child's own peak RSS (os.wait4). Target at 1M rows: dry run <= 3x the floor and <= 1 GiB peak RSS.
+
+P1 also reads the same sheet saved as .xlsx (`--xlsx-sizes`, default 100,000 rows: amounts that are numbers as
+number cells, shared strings, as Excel writes it), against the floor `pandas.read_excel(engine="calamine")`.
+`--sizes "" --skip-p2 --skip-p3` runs only that; `--commit REV` measures an older reader (e.g. openpyxl's).
 
 P2: 100,000 valid bonuses (finance shape without invalid or duplicate rows) through `payout run --chunk-size 5000
 --concurrency 4`, `kit_sequential.py` (one operation at a time) and `kit_threads.py` (4 threads, 4 operations in
@@ -51,6 +55,8 @@ TARGETS = {"p1_floor_ratio": 3.0, "p1_rss_mib": 1024, "p2_vs_kit_sequential": 3.
 
 FLOOR_CSV = "import sys, pandas as pd; pd.read_csv(sys.argv[1], engine='pyarrow').to_parquet(sys.argv[2])"
 FLOOR_PARQUET = "import sys, pandas as pd; pd.read_parquet(sys.argv[1]).to_parquet(sys.argv[2])"
+FLOOR_XLSX = ("import sys, pandas as pd; pd.read_excel(sys.argv[1], engine='calamine', dtype=str)"
+              ".to_parquet(sys.argv[2])")
 
 
 # --- environment -------------------------------------------------------------------------------
@@ -179,6 +185,17 @@ def sheet(folder: Path, rows: int, *, valid_only: bool = False) -> tuple[Path, P
     return csv_path, pq_path
 
 
+def xlsx_sheet(folder: Path, rows: int) -> Path:
+    """The finance-shaped sheet of `rows` as .xlsx (make_sheet.write_xlsx), generated in a child if missing."""
+    path = folder / f"sheet_{rows}.xlsx"
+    if not path.exists():
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(HERE / "make_sheet.py"), "--rows", str(rows), "--out", str(folder),
+                        "--name", f"sheet_{rows}", "--formats", "xlsx"], check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+        print(f"  generated {path.name} in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    return path
+
+
 # --- P1 ----------------------------------------------------------------------------------------
 
 
@@ -187,28 +204,31 @@ def dry_run_cmd(path: Path, tmp: Path) -> list[str]:
             "--data-dir", str(tmp / "data"), "--ledger", str(tmp / "ledger.sqlite"), "--out", str(tmp / "reports")]
 
 
-def p1(runner: Runner, sizes: list[int], folder: Path, work: Path, repeats: int, repeats_1m: int
-       ) -> list[dict[str, Any]]:
+def p1(runner: Runner, sizes: list[int], folder: Path, work: Path, repeats: int, repeats_1m: int,
+       xlsx_sizes: tuple[int, ...] = ()) -> list[dict[str, Any]]:
     rows = []
     env = dict(os.environ, PAYOUT_DATA_DIR=str(work / "p1-data"))
+    cases = []
     for n in sizes:
         csv_path, pq_path = sheet(folder, n)
+        cases += [(n, "csv", csv_path, FLOOR_CSV), (n, "parquet", pq_path, FLOOR_PARQUET)]
+    cases += [(n, "xlsx", xlsx_sheet(folder, n), FLOOR_XLSX) for n in xlsx_sizes]
+    for n, fmt, path, floor_code in cases:
         reps = repeats if n < 1_000_000 else repeats_1m
-        for fmt, path, floor_code in (("csv", csv_path, FLOOR_CSV), ("parquet", pq_path, FLOOR_PARQUET)):
-            dry_runs, floor_runs = [], []
-            for _ in range(reps):  # alternate, so a burst of load from elsewhere hits both sides
-                tmp = Path(tempfile.mkdtemp(dir=work))
-                dry_runs.append(runner.measure(dry_run_cmd(path, tmp), env))
-                floor_runs.append(runner.measure([sys.executable, "-c", floor_code, str(path),
-                                                  str(tmp / "floor.parquet")]))
-                shutil.rmtree(tmp)
-            dry, floor = _median(dry_runs), _median(floor_runs)
-            row = {"rows": n, "format": fmt, "repeats": reps, "bytes": path.stat().st_size, "dry_run": dry,
-                   "floor": floor, "ratio_to_floor": round(dry["wall_s"] / floor["wall_s"], 2)}
-            rows.append(row)
-            print(f"  P1 {n:>9,} {fmt:<7} dry {dry['wall_s']:.2f}s {dry['rss_mib']} MiB | floor "
-                  f"{floor['wall_s']:.2f}s | x{row['ratio_to_floor']} | load {min(dry['loads']):.1f}-"
-                  f"{max(dry['loads']):.1f} busy {max(dry['busy_before'])}", file=sys.stderr)
+        dry_runs, floor_runs = [], []
+        for _ in range(reps):  # alternate, so a burst of load from elsewhere hits both sides
+            tmp = Path(tempfile.mkdtemp(dir=work))
+            dry_runs.append(runner.measure(dry_run_cmd(path, tmp), env))
+            floor_runs.append(runner.measure([sys.executable, "-c", floor_code, str(path),
+                                              str(tmp / "floor.parquet")]))
+            shutil.rmtree(tmp)
+        dry, floor = _median(dry_runs), _median(floor_runs)
+        row = {"rows": n, "format": fmt, "repeats": reps, "bytes": path.stat().st_size, "dry_run": dry,
+               "floor": floor, "ratio_to_floor": round(dry["wall_s"] / floor["wall_s"], 2)}
+        rows.append(row)
+        print(f"  P1 {n:>9,} {fmt:<7} dry {dry['wall_s']:.2f}s {dry['rss_mib']} MiB | floor "
+              f"{floor['wall_s']:.2f}s | x{row['ratio_to_floor']} | load {min(dry['loads']):.1f}-"
+              f"{max(dry['loads']):.1f} busy {max(dry['busy_before'])}", file=sys.stderr)
     return rows
 
 
@@ -406,6 +426,7 @@ def table(res: dict[str, Any]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000,1000000", help="P1 sheet sizes")
+    ap.add_argument("--xlsx-sizes", default="100000", help="P1 .xlsx sheet sizes ('' for none)")
     ap.add_argument("--skip-p1", action="store_true")
     ap.add_argument("--skip-p2", "--skip-e2e", dest="skip_p2", action="store_true", help="no P2 (no sandbox/kit)")
     ap.add_argument("--skip-p3", action="store_true")
@@ -434,7 +455,8 @@ def main() -> int:
         if args.commit:
             CODE = snapshot(args.commit, work / "code")
         if not args.skip_p1:
-            res["p1"] = p1(runner, sizes, folder, work, args.repeats, args.repeats_1m)
+            xlsx_sizes = tuple(int(s) for s in args.xlsx_sizes.split(",") if s)
+            res["p1"] = p1(runner, sizes, folder, work, args.repeats, args.repeats_1m, xlsx_sizes)
         if not args.skip_p2:
             res["p2"] = p2(runner, args.p2_bonuses, folder, work, args.p2_repeats)
         if not args.skip_p3:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -235,7 +236,37 @@ def write(table: pa.Table, out: Path, name: str | None = None, formats: tuple[st
     if "parquet" in formats:
         paths.append(out / f"{stem}.parquet")
         pq.write_table(table, paths[-1])
+    if "xlsx" in formats:
+        paths.append(out / f"{stem}.xlsx")
+        write_xlsx(table, paths[-1])
     return paths
+
+
+_NUMBER = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+
+
+def write_xlsx(table: pa.Table, path: Path) -> None:
+    """The sheet as finance's Excel holds it: amounts that are numbers as numeric cells (12.3, not "12.30"), the
+    rest ("$12.30", "1,50", "n/a") as text, every other cell as text; shared strings, as Excel writes them."""
+    import xlsxwriter
+
+    wb = xlsxwriter.Workbook(str(path), {"strings_to_numbers": False,
+                                         "strings_to_formulas": False, "strings_to_urls": False})
+    ws = wb.add_worksheet("Bonuses")
+    ws.write_row(0, 0, table.column_names)
+    amount_at = table.column_names.index("amount")
+    r = 1
+    for batch in table.to_batches(50_000):
+        for values in zip(*(batch.column(i).to_pylist() for i in range(batch.num_columns))):
+            for c, v in enumerate(values):
+                if v is None:
+                    continue
+                if c == amount_at and _NUMBER.fullmatch(v):
+                    ws.write_number(r, c, float(v))
+                else:
+                    ws.write_string(r, c, v)
+            r += 1
+    wb.close()
 
 
 def _csv_field(value: str | None) -> str:
@@ -296,7 +327,7 @@ def main() -> None:
     ap.add_argument("--invalid", type=float, default=0.01, help="share of rows with an invalid value (default 0.01)")
     ap.add_argument("--duplicates", type=float, default=0.01, help="share of duplicate rows (default 0.01)")
     ap.add_argument("--name", help="file stem (default sheet_<rows>)")
-    ap.add_argument("--formats", default="csv,parquet")
+    ap.add_argument("--formats", default="csv,parquet", help="any of csv, parquet, xlsx")
     ap.add_argument("--time", action="store_true", help="time ingest/validate/keys/dedupe/plan on the files")
     args = ap.parse_args()
     t0 = time.perf_counter()
