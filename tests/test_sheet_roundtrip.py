@@ -4,13 +4,15 @@ spreadsheet shows.
 Hypothesis generates finance-like rows (valid and invalid user ids and amounts, JSON and junk texts, duplicates,
 multi-line quoted cells, cells holding delimiters and quotes), writes them as CSV in a random encoding (UTF-8 with
 or without BOM, UTF-16 with BOM, cp1251, cp1252), delimiter (, ; tab |) and line end, with blank lines and title
-rows above the header in between, or as Parquet; then runs `payout run --dry-run` in-process on it.
+rows above the header in between; or as Parquet; or as an .xlsx sheet with blank and title rows. Then it runs
+`payout run --dry-run` in-process on it.
 
 The expected row numbers do not come from the code under test: the writer counts them as it writes, the way a
 spreadsheet shows the file. It writes the title rows first (rows 1..t, header at t+1 given as --header-row when
 t > 0), then for each record: any blank lines it emits first (one row each), then the record, which is one row
-however many line ends its quoted cells hold. For Parquet the rows are simply 2, 3, ... Each expected row carries
-the user id written into it, so a row numbered right but filled from another record fails too.
+however many line ends its quoted cells hold; the .xlsx writer places each record at the row it counts. For
+Parquet the rows are simply 2, 3, ... Each expected row carries the user id written into it, so a row numbered
+right but filled from another record fails too.
 """
 
 from __future__ import annotations
@@ -136,3 +138,37 @@ def test_every_parquet_row_round_trips_once(tmp_path_factory, sheet: Sheet) -> N
     path = work / "sheet.parquet"
     expected = write_parquet(sheet, path)
     check(run_dry(path, work), expected)
+
+
+def write_xlsx(sheet: Sheet, path: Path) -> dict[int, str]:
+    """The same records in an .xlsx sheet (cells placed at the rows a spreadsheet shows: title rows, then the
+    header, then each record after its blank rows); amounts that are numbers are written as number cells."""
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    row = 0
+    for t in range(sheet.titles):
+        row += 1
+        ws.cell(row=row, column=1, value=f"Bonuses week {48 + t}")
+    row += 1
+    for c, name in enumerate(COLUMNS, start=1):
+        ws.cell(row=row, column=c, value=name)
+    expected: dict[int, str] = {}
+    for record, blank in zip(sheet.rows, sheet.blanks):
+        row += blank + 1
+        for c, value in enumerate(record, start=1):
+            number = c == 2 and value.replace(".", "", 1).isdigit()
+            ws.cell(row=row, column=c, value=float(value) if number else (value or None))
+        expected[row] = record[0]
+    wb.save(path)
+    return expected
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sheet=sheets())
+def test_every_xlsx_row_round_trips_once_with_its_spreadsheet_row(tmp_path_factory, sheet: Sheet) -> None:
+    work = tmp_path_factory.mktemp("roundtrip")
+    path = work / "sheet.xlsx"
+    expected = write_xlsx(sheet, path)
+    check(run_dry(path, work), expected)  # title rows: the header is found below them
