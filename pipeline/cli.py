@@ -28,8 +28,9 @@ EXIT_CODES = """exit codes:
   0  every valid row is paid
   1  finished, but some rows are invalid, duplicate, held, failed, pending or unknown, or were never
      planned (report written)
-  2  bad usage, configuration, a ledger of another target, an unwritable folder or an unreadable sheet
-     (nothing sent)
+  2  bad usage, configuration, a ledger of another target, an unwritable folder, a sheet that cannot be
+     read or is over a limit, a control total that disagrees with its rows, or a plan the spend guard
+     refused (nothing sent)
   3  API unreachable, token refused, request quota spent, or an operation not done within --max-wait
      (rows left pending; re-run later)
   4  another payout run holds the ledger lock
@@ -231,7 +232,8 @@ def _sheet_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-rows", type=int, metavar="N", help="most rows in one sheet (default 2,000,000)")
     g.add_argument("--max-columns", type=int, metavar="N", help="most columns in one sheet (default 200)")
     g.add_argument("--max-cell-chars", type=int, metavar="N",
-                   help="longest cell; a longer one is a row error (default 32,767, Excel's own limit)")
+                   help="longest cell: a longer one is a row error in a column payout reads, and cut (with a notice) in "
+                        "a column it carries into the report (default 32,767, Excel's own limit)")
     g.add_argument("--max-xlsx-cells", type=int, metavar="N",
                    help="largest .xlsx used range, rows x columns (default 50,000,000)")
     g.add_argument("--max-xlsx-unzipped-mb", type=float, metavar="MB",

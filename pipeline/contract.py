@@ -3,8 +3,8 @@ conflict key every stage reads, the vocabulary of states and statuses, and run i
 
 Floors (tests/test_layers.py checks them): this module, `errors`, `money` and `wire` at the bottom; the edges
 (`config`, `ledger`, `toloka`, `target`, `logs`, `progress`, `signals`) above; the stages (`ingest`, `validate`,
-`keys`, `dedupe`, `plan`, `execute`, `report`, and their parts such as `ingest_csv`) import only those two floors;
-the composers (`run`, `recover`, `cli`) compose them. Nothing but `cli` (lazily) imports the sandbox.
+`keys`, `totals`, `dedupe`, `plan`, `guard`, `execute`, `report`, and their parts such as `ingest_csv`) import
+only those two floors; the composers (`run`, `recover`, `cli`) compose them. Nothing but `cli` (lazily) imports the sandbox.
 """
 
 from __future__ import annotations

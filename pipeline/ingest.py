@@ -148,7 +148,7 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
         if m:
             localised[m.group(1)][m.group(2).upper()] = i
         elif n not in TEXT_COLUMNS:
-            _carry(sheet, i, carried)
+            _carry(sheet, i, carried, options.limits.max_cell_chars)
     if carried:
         headers = [c.removeprefix(CARRIED_PREFIX) for c in carried]
         log.warning("sheet_unknown_columns", sheet=name, columns=headers)
@@ -227,16 +227,22 @@ def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: She
             "\"sheet header\" = \"column\" in a config")
 
 
-def _carry(sheet: SheetColumns, i: int, carried: dict[str, pa.ChunkedArray]) -> None:
-    """Column `i`, one payout does not read, as trimmed text into `carried` under `sheet:<header>`. A blank-headed
-    column with no value is an export's empty edge, not a column. (A column with no text form, a nested Parquet
-    one, never gets here: its reader leaves it out with a notice.)"""
+def _carry(sheet: SheetColumns, i: int, carried: dict[str, pa.ChunkedArray], max_chars: int) -> None:
+    """Column `i`, one payout does not read, as trimmed text into `carried` under `sheet:<header>`, each cell cut to
+    `max_chars` (said in a notice: a 10 MB cell beside the payout's columns is not a reason to refuse the sheet).
+    A blank-headed column with no value is an export's empty edge, not a column. (A column with no text form, a
+    nested Parquet one, never gets here: its reader leaves it out with a notice.)"""
     raw = sheet.names[i]
     unnamed = _UNNAMED.fullmatch(raw)
     header = f"column {_letters(int(unnamed.group(1) or unnamed.group(2)))}" if unnamed else raw.strip()
     col = _trimmed(sheet.take(i))
     if unnamed and col.null_count == len(col):
         return
+    long = pc.greater(pc.utf8_length(col), max_chars)
+    if n_long := pc.sum(long).as_py():
+        col = pc.if_else(long, pc.utf8_slice_codeunits(col, 0, max_chars), col)
+        sheet.notices.append(f"{n_long:,} cell(s) of column {header!r} longer than {max_chars:,} characters were "
+                             "cut to that length in the report (--max-cell-chars)")
     carried[CARRIED_PREFIX + header] = col
 
 

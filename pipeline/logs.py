@@ -35,7 +35,7 @@ def configure_logging(*, json: bool | None = None, level: str = "info", stream: 
         json = not _isatty(sys.stderr if stream is None else stream)
     out: Any = _CurrentStderr() if stream is None else stream
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=_isatty(out))
+        structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer(colors=_isatty(out))
     )
     structlog.configure(
         processors=[

@@ -51,9 +51,9 @@ def run_payout(sheets: Sequence[str | Path], settings: Settings, target: Target 
     notices: list[str] = []
     # the sheets' columns payout does not read go straight to the report, past the stages
     sheet, carried = ingest.carried_columns(ingest.read_sheets(sheets, settings.sheet_options(), notices))
-    checked, errors = validate.validate_rows(sheet, validate.ValidationRules(min_cents=settings.min_amount_cents,
-                                                                             max_cents=settings.max_amount_cents,
-                                                                             decimal_comma=settings.decimal_comma))
+    rules = validate.ValidationRules(min_cents=settings.min_amount_cents, max_cents=settings.max_amount_cents,
+                                     decimal_comma=settings.decimal_comma, max_cell_chars=settings.max_cell_chars)
+    checked, errors = validate.validate_rows(sheet, rules)
     del sheet
     keyed = keys.assign_row_keys(checked, batch_id)
     del checked

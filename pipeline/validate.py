@@ -90,6 +90,7 @@ class ValidationRules:
     max_message_len: int = 2_000
     max_comment_len: int = 1_000
     max_bonus_key_len: int = 200
+    max_cell_chars: int = 32_767  # any other cell payout reads (assignment_id; the rest have their own limits)
     decimal_comma: bool = False  # amounts written 12,50 / 1 234,50 / 1.234,50 (money.read_amount)
 
     def __post_init__(self) -> None:
@@ -325,6 +326,9 @@ def _schema(ctx: _Context) -> pa.DataFrameSchema:
         "private_comment": pa.Column(
             nullable=True, checks=[_check(ErrorCode.TEXT_TOO_LONG, length_ok("private_comment", r.max_comment_len))]
         ),
+        "assignment_id": pa.Column(
+            nullable=True, checks=[_check(ErrorCode.TEXT_TOO_LONG, length_ok("assignment_id", r.max_cell_chars))]
+        ),
         "bonus_key": pa.Column(
             nullable=True,
             checks=[
@@ -496,7 +500,7 @@ def _message(code: ErrorCode, column: str, value: Any, ctx: _Context) -> str:
         limit = r.max_title_len if column == "public_title" else r.max_message_len
         return f"{label} is {p.longest} characters long in one language; the limit is {limit}"
     if code is ErrorCode.TEXT_TOO_LONG:
-        limit = r.max_comment_len if column == "private_comment" else r.max_bonus_key_len
+        limit = {"private_comment": r.max_comment_len, "bonus_key": r.max_bonus_key_len}.get(column, r.max_cell_chars)
         return f"{label} is {len(v)} characters long; the limit is {limit}"
     if code is ErrorCode.TEXT_REQUIRED:
         return f"{label} is needed unless without message is true (give at least one language, e.g. EN)"

@@ -35,6 +35,14 @@ def test_non_tty_stream_gets_one_json_object_per_line_with_utc_time_level_and_co
     assert line["timestamp"].endswith("Z") and "T" in line["timestamp"]
 
 
+def test_json_lines_keep_non_latin_text_readable():
+    """A Russian header in an error must read as written in a scheduler's log, not as \\u0418 escapes."""
+    out = io.StringIO()
+    configure_logging(stream=out)
+    structlog.get_logger().error("error", message="required column 'Сумма' missing")
+    assert "'Сумма'" in out.getvalue() and _json_lines(out)[0]["message"] == "required column 'Сумма' missing"
+
+
 def test_context_bound_in_contextvars_appears_on_every_captured_event():
     configure_logging(stream=io.StringIO())
     structlog.contextvars.bind_contextvars(run_id="r1", stage="poll")

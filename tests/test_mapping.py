@@ -19,7 +19,7 @@ from payout_helpers import paid_multiset, server_bonuses
 from sheet_factory import row, uid, write_csv
 
 from pipeline.config import load_settings
-from pipeline.contract import SheetOptions
+from pipeline.contract import SheetLimits, SheetOptions
 from pipeline.errors import SheetError, UsageError
 from pipeline.ingest import read_sheets
 from pipeline.keys import assign_row_keys
@@ -262,3 +262,13 @@ def test_a_mapping_built_in_code_matches_like_a_configured_one(tmp_path: Path):
     sheet = write_sheet(tmp_path / "a.csv", ["WORKER id", "Bonus"], [[uid(1), "1.00"]])
     frame = read_sheets([sheet], SheetOptions(mapping={"Worker ID": "User ID", " bonus": "amount"}))
     assert frame[["user_id", "amount"]].values.tolist() == [[uid(1), "1.00"]]
+
+
+def test_a_carried_cell_longer_than_max_cell_chars_is_cut_and_said(tmp_path: Path):
+    sheet = write_sheet(tmp_path / "a.csv", ["user_id", "amount", "Notes"],
+                        [[uid(1), "1.00", "x" * 50], [uid(2), "2.00", "short"]])
+    notices: list[str] = []
+    frame = read_sheets([sheet], SheetOptions(limits=SheetLimits(max_cell_chars=10)), notices)
+    assert frame["sheet:Notes"].tolist() == ["x" * 10, "short"]
+    assert "a.csv: 1 cell(s) of column 'Notes' longer than 10 characters were cut to that length in the report " \
+           "(--max-cell-chars)" in notices

@@ -92,6 +92,14 @@ def test_limits_come_from_the_rules():
     assert codes(errors) == ["amount_too_many_decimals", "amount_too_small"]
 
 
+def test_a_cell_longer_than_max_cell_chars_is_a_row_error_in_a_column_without_its_own_limit():
+    rules = ValidationRules(max_cell_chars=40)
+    checked, errors = check(row(1, assignment_id="a" * 40), row(2, assignment_id="a" * 41), rules=rules)
+    assert list(checked["is_valid"]) == [True, False]
+    [message] = errors.loc[errors["column"] == "assignment_id", "message"]
+    assert message == "assignment id is 41 characters long; the limit is 40"
+
+
 # The properties below check a whole list of generated values per example, in one frame and one validation
 # (one row per value): a validation costs the same for 1 row as for 60, so the suite's time goes into values, not
 # into calls. Each row is then judged on its own, and a failure names the values it failed for.
