@@ -111,6 +111,15 @@ def is_sheet_column(name: str) -> bool:
     return name in TEXT_COLUMNS or _LANGUAGE_COLUMN.fullmatch(name) is not None
 
 
+def column_letters(number: int) -> str:
+    """1 -> "A", 26 -> "Z", 27 -> "AA": a column as a spreadsheet names it."""
+    out = ""
+    while number > 0:
+        number, rest = divmod(number - 1, 26)
+        out = chr(ord("A") + rest) + out
+    return out
+
+
 def one_line(exc: BaseException) -> str:
     """An exception as one short line for a message."""
     text = " ".join(str(exc).split()) or type(exc).__name__

@@ -30,6 +30,7 @@ from pipeline.contract import (
     TEXT_COLUMNS,
     SheetColumns,
     SheetOptions,
+    column_letters,
     normalise_header,
     one_line,
     release_memory,
@@ -234,7 +235,7 @@ def _carry(sheet: SheetColumns, i: int, carried: dict[str, pa.ChunkedArray], max
     nested Parquet one, never gets here: its reader leaves it out with a notice.)"""
     raw = sheet.names[i]
     unnamed = _UNNAMED.fullmatch(raw)
-    header = f"column {_letters(int(unnamed.group(1) or unnamed.group(2)))}" if unnamed else raw.strip()
+    header = f"column {column_letters(int(unnamed.group(1) or unnamed.group(2)) + 1)}" if unnamed else raw.strip()
     col = _trimmed(sheet.take(i))
     if unnamed and col.null_count == len(col):
         return
@@ -244,16 +245,6 @@ def _carry(sheet: SheetColumns, i: int, carried: dict[str, pa.ChunkedArray], max
         sheet.notices.append(f"{n_long:,} cell(s) of column {header!r} longer than {max_chars:,} characters were "
                              "cut to that length in the report (--max-cell-chars)")
     carried[CARRIED_PREFIX + header] = col
-
-
-def _letters(index: int) -> str:
-    """0 -> "A", 25 -> "Z", 26 -> "AA": a column as a spreadsheet names it."""
-    out = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        out = chr(ord("A") + rest) + out
-    return out
 
 
 def _trimmed(col: pa.ChunkedArray) -> pa.ChunkedArray:

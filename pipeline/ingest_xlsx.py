@@ -32,7 +32,14 @@ import numpy as np
 import pyarrow as pa
 from python_calamine import CalamineWorkbook
 
-from pipeline.contract import REQUIRED_COLUMNS, SheetColumns, SheetLimits, SheetOptions, normalise_header
+from pipeline.contract import (
+    REQUIRED_COLUMNS,
+    SheetColumns,
+    SheetLimits,
+    SheetOptions,
+    column_letters,
+    normalise_header,
+)
 from pipeline.errors import SheetError
 
 _CHUNK = 4 << 20  # bytes of sheet XML decompressed at a time
@@ -240,7 +247,7 @@ def _rows(p: Path, name: str, seg: bytes, scan: _Scan, limits: SheetLimits, shar
     if rows > scan.max_row or cols > scan.max_col:
         scan.max_row, scan.max_col = max(rows, scan.max_row), max(cols, scan.max_col)
         _check_extent(p, name, scan.max_row, scan.max_col, limits,
-                      f"reaches {_col_letters(scan.max_col)}{scan.max_row}")
+                      f"reaches {column_letters(scan.max_col)}{scan.max_row}")
     if b"<f" in seg or b"t=\"e\"" in seg or b":f" in seg:
         _formulas_and_errors(seg, scan, shared)
 
@@ -261,7 +268,7 @@ def _extent(seg: bytes) -> tuple[int, int]:
     rows = max(map(int, row_numbers), default=0)
     _, cols = _extent_exact(seg[:1 << 16])
     if cells and (re.search(b'<c r="[A-Z]{1,4}(?:%s)"' % _greater(str(rows), "0123456789"), seg)
-                  or re.search(b'<c r="(?:%s)[0-9]' % _greater(_col_letters(cols), "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
+                  or re.search(b'<c r="(?:%s)[0-9]' % _greater(column_letters(cols), "ABCDEFGHIJKLMNOPQRSTUVWXYZ"),
                                seg)):
         return _extent_exact(seg)
     return rows, cols
@@ -334,14 +341,6 @@ def _col_number(letters: str) -> int:
     for ch in letters:
         n = n * 26 + ord(ch) - 64
     return n
-
-
-def _col_letters(n: int) -> str:
-    out = ""
-    while n > 0:
-        n, rest = divmod(n - 1, 26)
-        out = chr(65 + rest) + out
-    return out
 
 
 # --- pass 2: the chosen sheet's values as columns ------------------------------------------------
@@ -498,7 +497,7 @@ def _hidden_notice(scan: _Scan, rows: list[int], first_col: int, width: int) -> 
         parts.append(f"{len(rows)} hidden row{'s' if len(rows) > 1 else ''} ({_listed([str(r) for r in rows])})")
     if cols:
         parts.append(f"{len(cols)} hidden column{'s' if len(cols) > 1 else ''} "
-                     f"({_listed([_col_letters(c) for c in cols])})")
+                     f"({_listed([column_letters(c) for c in cols])})")
     if not parts:
         return []
     return [f"{' and '.join(parts)} {'was' if len(rows) + len(cols) == 1 else 'were'} read and "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.contract import SheetLimits, SheetOptions
+from pipeline.contract import SheetLimits, SheetOptions, column_letters
 from pipeline.errors import SheetError
 from pipeline.ingest import read_sheets
 from pipeline.ingest_xlsx import _extent, _extent_exact
@@ -22,7 +22,7 @@ from pipeline.ingest_xlsx import _extent, _extent_exact
 sys.path.insert(0, str(Path(__file__).resolve().parent / "corpus"))
 
 from case import MESSAGE, TITLE, uid  # noqa: E402
-from cases_xlsx import HEADER, _bomb, _col, _raw_xlsx, _sheet_xml, _xlsxwriter  # noqa: E402
+from cases_xlsx import HEADER, _bomb, _raw_xlsx, _sheet_xml, _xlsxwriter  # noqa: E402
 
 
 def _read(path: Path, **options: object) -> tuple[list[dict[str, object]], list[str]]:
@@ -160,7 +160,7 @@ def test_the_extent_from_a_few_scans_equals_the_one_from_every_cell_reference() 
         for r in rows:
             cols = sorted(rng.sample(range(1, rng.choice([6, 30, 800, 16384])), rng.randint(1, 5)))
             cell_row = r if rng.random() < 0.9 else rng.randint(1, 3_000_000)  # a lying reference now and then
-            parts.append(f'<row r="{r}">' + "".join(f'<c r="{_col(c)}{cell_row}"><v>1</v></c>' for c in cols)
+            parts.append(f'<row r="{r}">' + "".join(f'<c r="{column_letters(c)}{cell_row}"><v>1</v></c>' for c in cols)
                          + "</row>")
         seg = "".join(parts).encode()
         assert _extent(seg) == _extent_exact(seg), seg[:300]

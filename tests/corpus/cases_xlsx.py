@@ -16,6 +16,8 @@ from xml.sax.saxutils import escape
 
 from case import MESSAGE, TITLE, Case, uid
 
+from pipeline.contract import column_letters
+
 HEADER = ["user_id", "amount", "private_comment", "public_title", "public_message"]
 
 
@@ -49,14 +51,6 @@ def _xlsxwriter(path: Path, sheets: dict[str, list[list[object]]], hide_rows: tu
     wb.close()
 
 
-def _col(n: int) -> str:
-    out = ""
-    while n > 0:
-        n, rest = divmod(n - 1, 26)
-        out = chr(65 + rest) + out
-    return out
-
-
 def _cell(ref: str, v: object, inline: bool = False) -> str:
     """One <c> element. Text is an inline string (LibreOffice-style when `inline`) or raw XML if it starts with
     '<' (a formula or an exact <v>), numbers are written as given (str for exact digits)."""
@@ -70,7 +64,8 @@ def _cell(ref: str, v: object, inline: bool = False) -> str:
 def _sheet_xml(rows: dict[int, list[object]], dimension: str | None = None, row_attrs: str = "",
                extra_rows: str = "", head: str = "") -> str:
     body = "".join(
-        f'<row r="{r}"{row_attrs}>' + "".join(_cell(f"{_col(c + 1)}{r}", v) for c, v in enumerate(vals) if v is not None)
+        f'<row r="{r}"{row_attrs}>'
+        + "".join(_cell(f"{column_letters(c + 1)}{r}", v) for c, v in enumerate(vals) if v is not None)
         + "</row>" for r, vals in sorted(rows.items()))
     dim = f'<dimension ref="{dimension}"/>' if dimension else ""
     return ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n'
@@ -215,8 +210,8 @@ def _google_sheets(path: Path) -> None:
             2: [s(uid(1)), '<c r="{ref}" s="2"><v>1.5</v></c>', s("row for user 1"), s(TITLE), s(MESSAGE)],
             3: [s(uid(2)), '<c r="{ref}" s="2"><v>2.25</v></c>', s("row for user 2"), s(TITLE), s(MESSAGE)]}
     for r in range(1, 1001):
-        cells = [c.format(ref=f"{_col(i + 1)}{r}") for i, c in enumerate(data.get(r, []))]
-        cells += [f'<c r="{_col(i + 1)}{r}" s="3"/>' for i in range(len(cells), 26)]
+        cells = [c.format(ref=f"{column_letters(i + 1)}{r}") for i, c in enumerate(data.get(r, []))]
+        cells += [f'<c r="{column_letters(i + 1)}{r}" s="3"/>' for i in range(len(cells), 26)]
         lines.append(f'<row r="{r}">{"".join(cells)}</row>')
     xml = ('<?xml version="1.0" encoding="UTF-8" standalone="yes"?>\n<worksheet xmlns="http://schemas.openxmlformats'
            '.org/spreadsheetml/2006/main" xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"'
