@@ -1,6 +1,7 @@
 """The plan a finance person signs off before a real run: what `payout run --dry-run` prints and writes to
-plan.txt beside the report — rows to pay, distinct users, the total, the largest bonuses, and the rows that
-will not be paid (duplicates, invalid, held, already paid) with reasons, the first few of each.
+plan.txt beside the report — rows to pay, distinct users, the total, the largest bonuses, the rows that will not
+be paid (duplicates, invalid, held, already paid, the sheet's own control totals) with reasons, the first few of
+each, and how the sheets were read (encoding, header row, hidden rows, carried columns).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
             lines.append(f"    {format_usd(int(r.cents)):>14}  user {r.user_id}  {_where(r)}")
     for status, title in (("duplicate", "Duplicates (not paid)"), ("invalid", "Invalid (not paid)"),
                           ("held_repeat", "Held as repeats of recent payments (not paid)"),
-                          ("already_paid", "Already paid earlier (not paid again)")):
+                          ("already_paid", "Already paid earlier (not paid again)"),
+                          ("control_total", "Control totals of the sheet (checked, not paid)")):
         part = rows.iloc[at.get(status, [])]
         if not len(part):
             continue
@@ -55,6 +57,7 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
             lines.append(f"    {_where(r)}: {row_reason(r.errors, r.note) or status}")
         if len(part) > FIRST:
             lines.append(f"    … {len(part) - FIRST:,} more")
+    lines.extend(f"  Sheet: {notice}" for notice in meta.get("sheet_notices") or ())
     if meta.get("recovery", {}).get("error"):
         lines.append(f"  Note: {meta['recovery']['error']}")
     lines.append(f"  Full list: {Path(run_dir) / 'rows.parquet'} (status column), or {Path(run_dir) / 'report.html'}")

@@ -71,6 +71,7 @@ def test_report_html_is_offline_and_escapes_every_cell(sandbox, tmp_path, monkey
 
 def test_a_dry_run_prints_the_plan_to_sign_off(tmp_path, capsys, hermetic_data_dir) -> None:
     rows = [row(i, amount=f"{i + 1}.25") for i in range(8)] + [row(70, amount="abc"), dict(row(0, amount="1.25"))]
+    rows = [{**r, "Dept": "Sales"} for r in rows] + [{"user_id": "Total", "amount": "39.25"}]
     sheet = write_csv(tmp_path / "p.csv", rows)
     assert main(["run", str(sheet), "--dry-run"]) == 1
     out = capsys.readouterr().out
@@ -78,6 +79,8 @@ def test_a_dry_run_prints_the_plan_to_sign_off(tmp_path, capsys, hermetic_data_d
     assert "Largest bonuses" in out and out.index("$8.25") < out.index("$7.25")  # largest first
     assert "Invalid (not paid): 1 row," in out and "p.csv row 10: amount:" in out
     assert "Duplicates (not paid): 1 row," in out and "p.csv row 11: duplicate of" in out
+    assert "Control totals of the sheet (checked, not paid): 1 row, $39.25" in out and "p.csv row 12: control total" in out
+    assert "Sheet: p.csv: columns payout does not read, carried into the report as sheet:<header>: Dept" in out
     [plan] = list((hermetic_data_dir / "reports").glob("*/plan.txt"))
     assert "Full list:" in out and str(plan.parent / "rows.parquet") in out
     assert plan.read_text().strip() in out
