@@ -143,9 +143,12 @@ def test_the_xfd1048576_bomb_is_refused_in_a_child_with_bounded_memory(tmp_path:
         p = tmp_path / f"bomb-{dimension}.xlsx"
         _bomb(p, dimension)
         assert p.stat().st_size < 5000
-        code = ("import resource, sys\nfrom pipeline.ingest import read_sheets\nfrom pipeline.errors import SheetError\n"
+        # the child's own peak (VmHWM): getrusage's ru_maxrss would carry over the pytest parent's peak across
+        # fork and exec, which grows with the suite
+        code = ("import re, sys\nfrom pathlib import Path\nfrom pipeline.ingest import read_sheets\n"
+                "from pipeline.errors import SheetError\n"
                 "try:\n    read_sheets([sys.argv[1]])\nexcept SheetError as e:\n    print(e)\n"
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)\n")
+                "print(int(re.search(r'VmHWM:\\s+(\\d+) kB', Path('/proc/self/status').read_text()).group(1)) // 1024)\n")
         out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
         said, peak_mib = out.stdout.strip().rsplit("\n", 1)
         assert "17,179,869,184 cells, over the limit of 50,000,000" in said and "--max-xlsx-cells" in said, out
