@@ -12,7 +12,7 @@ from __future__ import annotations
 import ctypes
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal, get_args
@@ -109,6 +109,24 @@ def is_sheet_column(name: str) -> bool:
     """True for a column payout reads (normalised): one of TEXT_COLUMNS, or a per-language title or message
     column such as `public_title_en`. What a configured mapping may map a sheet's header to."""
     return name in TEXT_COLUMNS or _LANGUAGE_COLUMN.fullmatch(name) is not None
+
+
+def normalised_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
+    """A column mapping (sheet header -> column) with both sides normalised: config's already are, one built in
+    code may not be."""
+    return {normalise_header(k): normalise_header(v) for k, v in mapping.items()}
+
+
+def column_of(header: object, mapping: Mapping[str, str]) -> str:
+    """The column a sheet's header means: the header normalised, then through the (normalised) mapping. The one
+    rule every reader and ingest use, so a header found, sniffed or needed means the same thing everywhere."""
+    name = normalise_header(header)
+    return mapping.get(name, name)
+
+
+def names_required(headers: Iterable[object], mapping: Mapping[str, str]) -> bool:
+    """Whether these headers hold every required column (through the normalised mapping): a header row."""
+    return set(REQUIRED_COLUMNS) <= {column_of(h, mapping) for h in headers}
 
 
 def column_letters(number: int) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +31,9 @@ from pipeline.contract import (
     SheetColumns,
     SheetOptions,
     column_letters,
+    column_of,
     normalise_header,
+    normalised_mapping,
     one_line,
     release_memory,
 )
@@ -125,8 +127,8 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
     strings: a few bytes a cell, not a Python object), for the report; `carried_columns` splits them off.
     """
     raw_names = sheet.names
-    mapping = _normalised_mapping(options.mapping)
-    norm = [_mapped(normalise_header(n), mapping) for n in raw_names]
+    mapping = normalised_mapping(options.mapping)
+    norm = [column_of(n, mapping) for n in raw_names]
     seen: dict[str, str] = {}
     for raw, n in zip(raw_names, norm):
         if n in seen and not n.startswith("__unnamed"):
@@ -202,23 +204,13 @@ def _canonical(sheet: SheetColumns, name: str, options: SheetOptions) -> pd.Data
     return frame
 
 
-def _normalised_mapping(mapping: Mapping[str, str]) -> dict[str, str]:
-    """Both sides normalised (config's mappings already are; one built elsewhere may not be)."""
-    return {normalise_header(k): normalise_header(v) for k, v in mapping.items()}
-
-
-def _mapped(header: str, mapping: Mapping[str, str]) -> str:
-    """A normalised sheet header as the column it means: the (normalised) mapping's column, else itself."""
-    return mapping.get(header, header) if mapping else header
-
-
 def _mapping_hint(raw_names: Sequence[str], missing: Sequence[str], options: SheetOptions) -> str:
     """What to try when required columns are missing: the configured mapping that fits the headers, else how
     to map them."""
     headers = {normalise_header(n) for n in raw_names}
-    given = _normalised_mapping(options.mapping)
-    known = {k: _normalised_mapping(m) for k, m in options.known_mappings.items()}
-    fits = [k for k, m in known.items() if m != given and set(missing) <= {_mapped(h, m) for h in headers}]
+    given = normalised_mapping(options.mapping)
+    known = {k: normalised_mapping(m) for k, m in options.known_mappings.items()}
+    fits = [k for k, m in known.items() if m != given and set(missing) <= {column_of(h, m) for h in headers}]
     if fits:
         return f"; the headers fit column mapping {fits[0]!r}: pass --mapping {fits[0]}"
     if options.mapping:

@@ -19,6 +19,7 @@ import csv
 import io
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from pipeline.contract import TEXT_COLUMNS, SheetColumns, SheetLimits, SheetOptions, normalise_header
+from pipeline.contract import (
+    SheetColumns,
+    SheetLimits,
+    SheetOptions,
+    column_of,
+    is_sheet_column,
+    names_required,
+    normalise_header,
+    normalised_mapping,
+)
 from pipeline.errors import SheetError
 
 # Columns that repeat their values by nature are dictionary-encoded as they are parsed: a title is then stored
@@ -38,7 +48,6 @@ DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 _BOMS = ((b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 # The single-byte encodings finance's Excel writes, with the language a person recognises them by.
 DETECTED = {"cp1251": "Russian", "cp1252": "Western European"}
-_LANG_COLUMN = re.compile(r"^(public_title|public_message)_[a-z0-9]+$")
 _CHUNK = 16 << 20  # bytes read at a time by every streamed pass
 _HEAD = 1 << 20  # bytes looked at to find the header (grown for a longer header)
 _FIND_HEADER_IN = 20  # rows searched for the header when row 1 is not one
@@ -258,13 +267,13 @@ def _header(path: Path, offset: int, options: SheetOptions, notices: list[str], 
     lines = _first_lines(path, offset, options.header_row or 1, _FIND_HEADER_IN, name, encoding)
     if not lines:
         raise SheetError(f"{name}: file is empty")
-    mapped = frozenset(normalise_header(k) for k in options.mapping)
+    mapping = normalised_mapping(options.mapping)
     if options.header_row is not None:
         if len(lines) < options.header_row:
             raise SheetError(f"{name}: --header-row {options.header_row} is past the sheet's last row ({len(lines)})")
         at = options.header_row
     else:
-        at = _find_header(lines, mapped) or 1
+        at = _find_header(lines, mapping) or 1
         if at != 1:
             notices.append(f"the header is row {at}; the {at - 1} row(s) above it are skipped (--header-row sets it)")
     text, end = lines[at - 1]
@@ -272,7 +281,7 @@ def _header(path: Path, offset: int, options: SheetOptions, notices: list[str], 
     if not text.strip(",;\t| \"'"):
         raise SheetError(f"{name}: row {at} is not a header (it is empty): pass --header-row N, the header's row")
     following = [t for t, _ in lines[at:at + _FIND_HEADER_IN] if t.strip()]
-    delimiter = options.delimiter or _sniff(text, following, mapped, name, at)
+    delimiter = options.delimiter or _sniff(text, following, mapping, name, at)
     if delimiter != ",":
         how = "declared" if options.delimiter else "sniffed from the header"
         notices.append(f"delimiter {DELIMITERS.get(delimiter, repr(delimiter))}, {how} (--delimiter sets it)")
@@ -320,21 +329,16 @@ def _first_lines(path: Path, offset: int, needed: int, more: int, name: str, enc
     return lines
 
 
-def _find_header(lines: list[tuple[str, int]], mapped: frozenset[str]) -> int | None:
+def _find_header(lines: list[tuple[str, int]], mapping: Mapping[str, str]) -> int | None:
     """The first row holding both required columns, if row 1 does not (title rows above the header)."""
     for i, (text, _) in enumerate(lines, start=1):
         for d in DELIMITERS:
-            if _has_required(_split(text.rstrip("\r"), d), mapped):
+            if names_required(_split(text.rstrip("\r"), d), mapping):
                 return None if i == 1 else i
     return None
 
 
-def _has_required(fields: list[str], mapped: frozenset[str]) -> bool:
-    names = {normalise_header(f) for f in fields}
-    return {"user_id", "amount"} <= names or (bool(mapped) and len(names & mapped) >= 2)
-
-
-def _sniff(text: str, following: list[str], mapped: frozenset[str], name: str, row: int) -> str:
+def _sniff(text: str, following: list[str], mapping: Mapping[str, str], name: str, row: int) -> str:
     """The delimiter of the header line: the only candidate outside quotes, else the one that yields known
     column names, else the one that splits the next rows into as many cells as the header."""
     candidates = [d for d in DELIMITERS if _count_outside_quotes(text, d)]
@@ -343,8 +347,7 @@ def _sniff(text: str, following: list[str], mapped: frozenset[str], name: str, r
 
     def score(d: str) -> tuple[int, bool]:
         fields = _split(text, d)
-        known = sum(1 for f in fields if (n := normalise_header(f)) in TEXT_COLUMNS or _LANG_COLUMN.match(n)
-                    or n in mapped)
+        known = sum(1 for f in fields if is_sheet_column(column_of(f, mapping)))
         return known, all(len(_split(line, d)) == len(fields) for line in following)
 
     scores = {d: score(d) for d in candidates}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 
@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.contract import TEXT_COLUMNS, SheetColumns, SheetOptions, normalise_header, one_line
+from pipeline.contract import SheetColumns, SheetOptions, column_of, is_sheet_column, normalised_mapping, one_line
 from pipeline.errors import SheetError
 
 
@@ -39,13 +39,13 @@ def read_parquet(p: Path, options: SheetOptions) -> SheetColumns:
             leaf = group.column(c)
             root = leaf.path_in_schema.split(".")[0]
             sizes_by_root[root] = sizes_by_root.get(root, 0) + leaf.total_uncompressed_size
-    mapped = frozenset(normalise_header(k) for k in options.mapping)
+    mapping = normalised_mapping(options.mapping)
     names: list[str] = []
     notices: list[str] = []
     for f in schema:
         if _has_text(f.type):
             names.append(f.name)
-        elif _needed(f.name, mapped):
+        elif _needed(f.name, mapping):
             raise SheetError(f"{name}: column {f.name!r} holds {f.type} values, which have no text form; it is "
                              "needed, so write it as text or numbers")
         else:
@@ -74,9 +74,8 @@ def _has_text(t: pa.DataType) -> bool:
     return True
 
 
-def _needed(column: str, mapped: frozenset[str]) -> bool:
-    n = normalise_header(column)
-    return n in TEXT_COLUMNS or n in mapped or bool(re.match(r"^(public_title|public_message)_[a-z0-9]+$", n))
+def _needed(column: str, mapping: Mapping[str, str]) -> bool:
+    return is_sheet_column(column_of(column, mapping))
 
 
 def arrow_to_text(col: pa.ChunkedArray) -> pa.ChunkedArray:

@@ -38,7 +38,9 @@ from pipeline.contract import (
     SheetLimits,
     SheetOptions,
     column_letters,
-    normalise_header,
+    column_of,
+    names_required,
+    normalised_mapping,
 )
 from pipeline.errors import SheetError
 
@@ -359,7 +361,8 @@ def _columns(p: Path, rows: Iterator[list[object]], n_rows: int, first_col: int,
     width = max(map(len, head), default=0)
     header = head[header_at] + [""] * (width - len(head[header_at]))
     names = _header_names(header, first_col)
-    amount = [_means(n, "amount", options.mapping) for n in names]
+    mapping = normalised_mapping(options.mapping)
+    amount = [column_of(n, mapping) == "amount" for n in names]
     first_row = header_at + 2  # the spreadsheet's number of the first row below the header
     texts_at: dict[int, list[tuple[int, str]]] = {}  # column index -> (row, text) calamine cannot give
     for (row, col), text in scan.texts.items():
@@ -389,18 +392,6 @@ def _columns(p: Path, rows: Iterator[list[object]], n_rows: int, first_col: int,
     return SheetColumns.of_table(table, rows=numbers, notices=notices)
 
 
-def _means(header: object, column: str, mapping: Mapping[str, str]) -> bool:
-    text = str(header)
-    if normalise_header(text) == column:
-        return True
-    for key in (text, text.strip(), normalise_header(text)):
-        target = mapping.get(key)
-        if target is not None and normalise_header(target) == column:
-            return True
-    return any(normalise_header(k) == normalise_header(text) and normalise_header(v) == column
-               for k, v in mapping.items())
-
-
 def _header_index(p: Path, rows: list[list[object]], n_rows: int, options: SheetOptions) -> int:
     """The header's index in `rows` (the sheet's first rows): --header-row, or the first row naming the required
     columns."""
@@ -409,18 +400,19 @@ def _header_index(p: Path, rows: list[list[object]], n_rows: int, options: Sheet
             raise SheetError(f"{p}: --header-row {options.header_row} is outside the sheet (its rows are 1 to "
                              f"{n_rows})")
         return options.header_row - 1
+    mapping = normalised_mapping(options.mapping)
     first = None
     for i, r in enumerate(rows):
         cells = [c for c in r if isinstance(c, str) and c.strip()]
         if not cells and not any(c != "" for c in r):
             continue
         first = i if first is None else first
-        if all(any(_means(c, col, options.mapping) for c in cells) for col in REQUIRED_COLUMNS):
+        if names_required(cells, mapping):
             return i
     if first is None:
         raise SheetError(f"{p}: the sheet has no header row")
     found = [str(c) for c in rows[first] if c != ""]
-    missing = [col for col in REQUIRED_COLUMNS if not any(_means(c, col, options.mapping) for c in found)]
+    missing = sorted(set(REQUIRED_COLUMNS) - {column_of(c, mapping) for c in found}, key=REQUIRED_COLUMNS.index)
     raise SheetError(f"{p}: required column(s) {', '.join(missing)} missing (found: {', '.join(found)} on row "
                      f"{first + 1}); if the header is on another row, give its number with --header-row N")
 
