@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def check(table: pa.Table, expected: dict[int, str]) -> None:
     assert set(table.column("status").to_pylist()) <= {"planned", "invalid", "duplicate"}
 
 
+def round_trip(tmp_path_factory, sheet: Sheet, name: str, write: Callable[[Sheet, Path], dict[int, str]],
+               *flags: str) -> None:
+    """Write the sheet as `name`, run it, and check every row came back once at the row the writer counted."""
+    work = tmp_path_factory.mktemp("roundtrip")
+    path = work / name
+    expected = write(sheet, path)
+    check(run_dry(path, work, *flags), expected)
+
+
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                               HealthCheck.too_slow])
 
@@ -122,22 +132,16 @@ SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[Healt
 @SETTINGS
 @given(sheet=sheets())
 def test_every_csv_row_round_trips_once_with_its_spreadsheet_row(tmp_path_factory, sheet: Sheet) -> None:
-    work = tmp_path_factory.mktemp("roundtrip")
-    path = work / "sheet.csv"
-    expected = write_csv(sheet, path)
     flags = ["--header-row", str(sheet.titles + 1)] if sheet.titles else []
     if sheet.encoding.startswith("cp"):  # a few short cells cannot tell cp1251 from cp1252 (refused): declare it
         flags += ["--encoding", sheet.encoding]
-    check(run_dry(path, work, *flags), expected)
+    round_trip(tmp_path_factory, sheet, "sheet.csv", write_csv, *flags)
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sheet=sheets())
 def test_every_parquet_row_round_trips_once(tmp_path_factory, sheet: Sheet) -> None:
-    work = tmp_path_factory.mktemp("roundtrip")
-    path = work / "sheet.parquet"
-    expected = write_parquet(sheet, path)
-    check(run_dry(path, work), expected)
+    round_trip(tmp_path_factory, sheet, "sheet.parquet", write_parquet)
 
 
 def write_xlsx(sheet: Sheet, path: Path) -> dict[int, str]:
@@ -168,7 +172,4 @@ def write_xlsx(sheet: Sheet, path: Path) -> dict[int, str]:
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sheet=sheets())
 def test_every_xlsx_row_round_trips_once_with_its_spreadsheet_row(tmp_path_factory, sheet: Sheet) -> None:
-    work = tmp_path_factory.mktemp("roundtrip")
-    path = work / "sheet.xlsx"
-    expected = write_xlsx(sheet, path)
-    check(run_dry(path, work), expected)  # title rows: the header is found below them
+    round_trip(tmp_path_factory, sheet, "sheet.xlsx", write_xlsx)  # title rows: the header is found below them
