@@ -100,21 +100,22 @@ class StopRequested(PayoutError):
         self.exit_code = 128 + signum
 
 
+# What the operator should do, by error class; `next_step` takes the most specific class an error is (its MRO).
+_NEXT_STEPS: dict[type[BaseException], str] = {
+    AuthRefused: "the token was refused: fix TOLOKA_TOKEN (or the file TOLOKA_TOKEN_FILE names) and run the same "
+                 "command again; nothing is paid twice",
+    QuotaExhausted: "the request quota is spent: run the same command again after the time given; nothing is paid "
+                    "twice",
+    OperationTimeout: "an operation is still running at Toloka: run the same command again later to resume it",
+    ApiTransientError: "the API did not answer usably: check the network and --api-url, then run the same command "
+                       "again",
+    ApiRejectedError: "the API refused the request: see the message; the rows stay as reported",
+    StopRequested: "stopped by a signal: run the same command again to resume",
+    LedgerLocked: "another payout run holds the ledger: wait for it (or use --lock-timeout)",
+}
+
+
 def next_step(error: BaseException) -> str:
     """What the operator should do about `error`, in words: each exit code a scheduler alerts on has its own."""
-    if isinstance(error, AuthRefused):
-        return ("the token was refused: fix TOLOKA_TOKEN (or the file TOLOKA_TOKEN_FILE names) and run the same "
-                "command again; nothing is paid twice")
-    if isinstance(error, QuotaExhausted):
-        return "the request quota is spent: run the same command again after the time given; nothing is paid twice"
-    if isinstance(error, OperationTimeout):
-        return "an operation is still running at Toloka: run the same command again later to resume it"
-    if isinstance(error, ApiTransientError):
-        return "the API did not answer usably: check the network and --api-url, then run the same command again"
-    if isinstance(error, ApiRejectedError):
-        return "the API refused the request: see the message; the rows stay as reported"
-    if isinstance(error, StopRequested):
-        return "stopped by a signal: run the same command again to resume"
-    if isinstance(error, LedgerLocked):
-        return "another payout run holds the ledger: wait for it (or use --lock-timeout)"
-    return "fix what the message names and run the same command again"
+    return next((_NEXT_STEPS[c] for c in type(error).__mro__ if c in _NEXT_STEPS),
+                "fix what the message names and run the same command again")
