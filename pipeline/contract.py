@@ -129,6 +129,11 @@ def names_required(headers: Iterable[object], mapping: Mapping[str, str]) -> boo
     return set(REQUIRED_COLUMNS) <= {column_of(h, mapping) for h in headers}
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 row", "12,000 rows": a count for people."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def column_letters(number: int) -> str:
     """1 -> "A", 26 -> "Z", 27 -> "AA": a column as a spreadsheet names it."""
     out = ""

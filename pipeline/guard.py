@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.contract import text_codes
+from pipeline.contract import counted, text_codes
 from pipeline.money import format_cents, format_usd
 
 FIRST = 5  # users named in a message; the rest are counted
@@ -114,13 +114,13 @@ def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] =
     confirm = limits.confirm_cents
     confirmed = confirm is not None and confirm == total
     mismatch = confirm is not None and confirm != total
-    head = f"the run would pay {format_usd(total)} ({_rows(len(plan))} to {_users(users)})"
+    head = f"the run would pay {format_usd(total)} ({counted(len(plan), 'row')} to {counted(users, 'user')})"
     rerun = (f"re-run with --confirm-total {format_cents(total)}" if total
              else "nothing is left to pay: re-run without --confirm-total")
     if mismatch:
         assert confirm is not None
         diff = total - confirm
-        paid = (f" ({_rows(settled[0])} of these sheets, {format_usd(settled[1])}, are already paid and not "
+        paid = (f" ({counted(settled[0], 'row')} of these sheets, {format_usd(settled[1])}, are already paid and not "
                 "counted)" if settled[0] else "")
         then = f"if {format_usd(total)} is right, {rerun}" if total else rerun
         message = (f"--confirm-total {format_cents(confirm)} ({format_usd(confirm)}) differs from the planned total "
@@ -137,9 +137,3 @@ def check(plan: pd.DataFrame, limits: SpendLimits, *, settled: tuple[int, int] =
                    refused=mismatch or (bool(reasons) and not confirmed), message=message)
 
 
-def _rows(n: int) -> str:
-    return f"{n:,} row" if n == 1 else f"{n:,} rows"
-
-
-def _users(n: int) -> str:
-    return f"{n:,} user" if n == 1 else f"{n:,} users"

@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.contract import CARRIED_PREFIX, LEDGER_TO_REPORT, REPORT_STATUSES, release_memory
+from pipeline.contract import CARRIED_PREFIX, LEDGER_TO_REPORT, REPORT_STATUSES, counted, release_memory
 from pipeline.money import exact_sum, format_cents, format_usd
 
 STATUSES = REPORT_STATUSES
@@ -415,7 +415,7 @@ def format_summary(summary: Summary) -> str:
     for notice in meta.get("sheet_notices") or ():
         lines.append(f"Sheet: {notice}")
     if meta.get("superseded"):
-        lines.append(f"Note: {_rows(meta['superseded'])} that failed earlier are no longer in the sheet (corrected "
+        lines.append(f"Note: {counted(meta['superseded'], 'row')} that failed earlier are no longer in the sheet (corrected "
                      "or deleted): superseded, never sent again")
     reports = summary.reports
     recovery = meta.get("recovery")
@@ -432,30 +432,27 @@ def format_summary(summary: Summary) -> str:
 def _attention(counts: dict[str, int], meta: dict[str, Any]) -> list[str]:
     out = []
     if counts["invalid"]:
-        out.append(f"{_rows(counts['invalid'])} invalid — see the errors column; fix the sheet and run again")
+        out.append(f"{counted(counts['invalid'], 'row')} invalid — see the errors column; fix the sheet and run again")
     if counts["failed"]:
-        out.append(f"{_rows(counts['failed'])} failed at Toloka, not paid — see the errors column; "
+        out.append(f"{counted(counts['failed'], 'row')} failed at Toloka, not paid — see the errors column; "
                    "`payout retry` re-sends those with a retryable error")
     if counts["duplicate"]:
-        out.append(f"{_rows(counts['duplicate'])} duplicate — see the note column for the row each repeats")
+        out.append(f"{counted(counts['duplicate'], 'row')} duplicate — see the note column for the row each repeats")
     if counts["pending"]:
         when = f" after {meta['rerun_after']}" if meta.get("rerun_after") else ""
         then = (meta.get("next_step") if not when else None) or f"run `payout run` again{when}; nothing is paid twice"
-        out.append(f"{_rows(counts['pending'])} pending — {then}")
+        out.append(f"{counted(counts['pending'], 'row')} pending — {then}")
     if counts["unknown"]:
-        out.append(f"{_rows(counts['unknown'])} of unknown outcome — never re-sent; the next run asks the server again, "
+        out.append(f"{counted(counts['unknown'], 'row')} of unknown outcome — never re-sent; the next run asks the server again, "
                    "`payout audit` names the bonus")
     if counts["held_repeat"]:
-        out.append(f"{_rows(counts['held_repeat'])} held: each looks like a bonus paid under another batch in the "
+        out.append(f"{counted(counts['held_repeat'], 'row')} held: each looks like a bonus paid under another batch in the "
                    "last days (see the note column); re-run with --allow-repeats if they are meant to be paid again")
     for gap in meta.get("unplanned") or ():
-        out.append(f"{_rows(gap['rows'])} of batch {gap['batch_id']!r} never planned: run {gap['run_id']} stopped "
+        out.append(f"{counted(gap['rows'], 'row')} of batch {gap['batch_id']!r} never planned: run {gap['run_id']} stopped "
                    "before recording them; run `payout run` on that sheet again (nothing is paid twice)")
     return out
 
-
-def _rows(n: int) -> str:
-    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _duration_s(started: Any, finished: Any) -> float | None:

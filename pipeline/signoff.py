@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipeline.contract import counted
 from pipeline.money import format_usd
 from pipeline.report import Summary, row_reason
 
@@ -38,7 +39,7 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
     to_pay = rows.iloc[at.get("planned", [])]
     cents = to_pay["amount_cents"].astype("Int64").fillna(0).astype("int64")  # (a planned row always has one)
     lines = [f"Payout plan for batch {meta.get('batch_id')} (dry run {meta.get('run_id')}: nothing was sent)",
-             f"  To pay:  {_rows(len(to_pay))}  {to_pay['user_id'].nunique():,} distinct users  "
+             f"  To pay:  {counted(len(to_pay), 'row')}  {to_pay['user_id'].nunique():,} distinct users  "
              f"total {format_usd(int(cents.sum()))}"]
     if len(to_pay):
         lines.append(f"  Largest bonuses (of {len(to_pay):,}):")
@@ -52,7 +53,7 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
         if not len(part):
             continue
         total = part["amount_cents"].dropna().astype("int64").sum()
-        lines.append(f"  {title}: {_rows(len(part))}, {format_usd(int(total))}")
+        lines.append(f"  {title}: {counted(len(part), 'row')}, {format_usd(int(total))}")
         for r in part.head(FIRST).itertuples(index=False):
             lines.append(f"    {_where(r)}: {row_reason(r.errors, r.note) or status}")
         if len(part) > FIRST:
@@ -63,9 +64,6 @@ def render(summary: Summary, rows: pd.DataFrame, run_dir: Path) -> str:
     lines.append(f"  Full list: {Path(run_dir) / 'rows.parquet'} (status column), or {Path(run_dir) / 'report.html'}")
     return "\n".join(lines)
 
-
-def _rows(n: int) -> str:
-    return f"{n:,} row" if n == 1 else f"{n:,} rows"
 
 
 def _where(r: Any) -> str:
